@@ -1,0 +1,182 @@
+"""Manifests and resume.
+
+Executors hand every finished batch to ``Manifest.write_part``, which writes it as a Parquet part under
+``<out>/_state/parts/`` (temporary name, then rename; the name is a hash of the rows' keys, so a retried
+batch overwrites itself). Every row carries ``clips_in_video``, so a video is complete exactly when all
+its clips (or its one clip-less row) are in some part: ``completed_videos`` is what a rerun skips.
+``compact`` then writes ``manifest/videos`` and ``manifest/clips``: rows of complete videos only, one per
+key, sorted — so a killed run, rerun, ends with exactly the manifest of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from collections import defaultdict
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from engine.io import join, output_fs, write_atomic
+from engine.stage import CLIPS_IN_VIDEO, ERROR, TIMING_PREFIX
+
+log = logging.getLogger(__name__)
+
+PARTS = "_state/parts"
+ROWS_PER_FILE = 500_000
+
+
+def _key(video_id: str, clip_id: str | None) -> str:
+    return clip_id if clip_id is not None else f"{video_id}:video"
+
+
+class Manifest:
+    def __init__(self, output: str):
+        self.output = output.rstrip("/")
+        self.fs, self.root = output_fs(output)
+
+    # -- parts ---------------------------------------------------------------------------------------------
+    def write_part(self, table: pa.Table) -> str:
+        if table.num_rows == 0:
+            return ""
+        clip_ids = table.column("clip_id").to_pylist() if "clip_id" in table.column_names else [None] * table.num_rows
+        keys = sorted(_key(v, c) for v, c in zip(table.column("video_id").to_pylist(), clip_ids))
+        name = hashlib.sha1("\n".join(keys).encode()).hexdigest()[:20]
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="zstd")
+        path = join(self.root, PARTS, f"{name}.parquet")
+        write_atomic(self.fs, path, buffer.getvalue())
+        return path
+
+    def part_paths(self) -> list[str]:
+        folder = join(self.root, PARTS)
+        if not self.fs.exists(folder):
+            return []
+        return sorted(p for p in self.fs.ls(folder, detail=False) if p.endswith(".parquet") and "/.tmp-" not in p)
+
+    def _read_parts(self, columns: list[str] | None = None) -> pa.Table | None:
+        tables = []
+        for path in self.part_paths():
+            with self.fs.open(path, "rb") as handle:
+                table = pq.read_table(handle, columns=columns)
+            tables.append(table)
+        if not tables:
+            return None
+        return pa.concat_tables(tables, promote_options="permissive")
+
+    def completed_videos(self) -> set[str]:
+        """Videos whose every clip is already in a part: a rerun skips them."""
+        table = self._read_parts()
+        if table is None:
+            return set()
+        if CLIPS_IN_VIDEO not in table.column_names:
+            return set()
+        seen: dict[str, set[str]] = defaultdict(set)
+        expected: dict[str, int] = {}
+        for vid, cid, n in zip(table.column("video_id").to_pylist(), table.column("clip_id").to_pylist(),
+                               table.column(CLIPS_IN_VIDEO).to_pylist()):
+            if n is None:  # failed before the splitter: the error row is the whole video
+                expected[vid] = 0
+                continue
+            expected[vid] = n
+            if cid is not None:
+                seen[vid].add(cid)
+        return {vid for vid, n in expected.items() if len(seen[vid]) >= n}
+
+    # -- final manifest ---------------------------------------------------------------------------------
+    def compact(self, video_columns: list[str]) -> tuple[pa.Table, pa.Table, dict[str, float]]:
+        """Write manifest/videos and manifest/clips from the parts; return them and the stage timings."""
+        table = self._read_parts()
+        if table is None:
+            raise RuntimeError(f"no results under {self.output}/{PARTS}: nothing was processed")
+        complete = self.completed_videos()
+        table = table.filter(pa.array([v in complete for v in table.column("video_id").to_pylist()]))
+        keys = [_key(v, c) for v, c in zip(table.column("video_id").to_pylist(), table.column("clip_id").to_pylist())]
+        first: dict[str, int] = {}
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        table = table.take(sorted(first.values()))
+
+        timing_cols = [c for c in table.column_names if c.startswith(TIMING_PREFIX)]
+        clip_rows = table.filter(pc.is_valid(table.column("clip_id")))
+        video_rows = self._video_rows(table, [c for c in video_columns if c in table.column_names])
+        timings = {}
+        for col in timing_cols:
+            stage = col[len(TIMING_PREFIX):]
+            # video-level stages ran once per video; their time was copied onto each clip row by the splitter
+            source = video_rows if col in video_rows.column_names else clip_rows
+            timings[stage] = float(pc.sum(source.column(col)).as_py() or 0.0)
+        clips = clip_rows.drop_columns(timing_cols).sort_by([("video_id", "ascending"), ("start_frame", "ascending")])
+        videos = video_rows.drop_columns([c for c in timing_cols if c in video_rows.column_names])
+        videos = videos.sort_by([("video_id", "ascending")])
+        self._write_table("videos", videos)
+        self._write_table("clips", clips)
+        return videos, clips, timings
+
+    def _video_rows(self, table: pa.Table, video_columns: list[str]) -> pa.Table:
+        """One row per video: its metadata, its status (error if it produced an error before splitting) and
+        its clip count."""
+        pre_split_timing = [c for c in table.column_names if c.startswith(TIMING_PREFIX) and c in video_columns]
+        columns = list(dict.fromkeys([*video_columns, *pre_split_timing, CLIPS_IN_VIDEO] if CLIPS_IN_VIDEO in
+                                     table.column_names else [*video_columns, *pre_split_timing]))
+        ids = table.column("video_id").to_pylist()
+        clip_ids = table.column("clip_id").to_pylist() if "clip_id" in table.column_names else [None] * len(ids)
+        chosen: dict[str, int] = {}
+        for i, (vid, cid) in enumerate(zip(ids, clip_ids)):
+            if vid not in chosen or (cid is None and clip_ids[chosen[vid]] is not None):
+                chosen[vid] = i  # prefer the clip-less row: it carries the video's own error, if any
+        rows = table.take(sorted(chosen.values())).select(columns)
+        # A clip-level error (a scorer failing on one clip) is not the video's error.
+        has_clips = pc.is_valid(table.take(sorted(chosen.values())).column("clip_id")) if "clip_id" in \
+            table.column_names else pa.array([False] * rows.num_rows)
+        status = pc.if_else(has_clips, "ok", rows.column("status"))
+        error = pc.if_else(has_clips, pa.scalar(None, pa.string()), rows.column("error"))
+        rows = rows.set_column(rows.schema.get_field_index("status"), "status", status)
+        return rows.set_column(rows.schema.get_field_index("error"), "error", error)
+
+    def _write_table(self, name: str, table: pa.Table) -> None:
+        folder = join(self.root, "manifest", name)
+        old = [p for p in self.fs.ls(folder, detail=False)] if self.fs.exists(folder) else []
+        written = []
+        for index, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_FILE)):
+            buffer = io.BytesIO()
+            pq.write_table(table.slice(start, ROWS_PER_FILE), buffer, compression="zstd")
+            path = join(folder, f"part-{index:05d}.parquet")
+            write_atomic(self.fs, path, buffer.getvalue())
+            written.append(path)
+        for path in old:
+            if path not in written and path.endswith(".parquet"):
+                self.fs.rm(path)
+
+    # -- reading ----------------------------------------------------------------------------------------
+    def read(self, name: str) -> pa.Table:
+        folder = join(self.root, "manifest", name)
+        paths = sorted(p for p in self.fs.ls(folder, detail=False) if p.endswith(".parquet"))
+        tables = []
+        for path in paths:
+            with self.fs.open(path, "rb") as handle:
+                tables.append(pq.read_table(handle))
+        return pa.concat_tables(tables, promote_options="permissive")
+
+    def write_json(self, relative: str, data: dict) -> None:
+        write_atomic(self.fs, join(self.root, relative), json.dumps(data, indent=1, default=str).encode())
+
+    def read_json(self, relative: str) -> dict:
+        with self.fs.open(join(self.root, relative), "r") as handle:
+            return json.load(handle)
+
+    def exists(self, relative: str) -> bool:
+        return self.fs.exists(join(self.root, relative))
+
+
+def error_causes(videos: pa.Table) -> dict[str, int]:
+    """Count errors by cause: the message with its stage and file name taken off."""
+    counts: dict[str, int] = defaultdict(int)
+    for status, error in zip(videos.column("status").to_pylist(), videos.column("error").to_pylist()):
+        if status == ERROR and error:
+            parts = error.split(": ", 2)
+            counts[parts[-1].split(" (")[0] if len(parts) == 3 else error] += 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))

@@ -1,0 +1,225 @@
+"""The stage contract: small dataclasses that turn one Arrow table into another.
+
+A stage never imports Ray. ``engine.executors`` maps stages onto Ray Data (or runs them in-process), and
+``run_stage`` below is the one place that wraps a stage call for both: it hides rows that already failed,
+turns a crash on bad input into error rows, conforms the output to the declared column types and records
+how long the stage took.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+log = logging.getLogger(__name__)
+
+OK = "ok"
+ERROR = "error"
+
+# Columns every row carries from ingest on. Video metadata added by ``probe`` and clip columns added by
+# ``split`` are declared by those stages.
+BASE_COLUMNS: dict[str, pa.DataType] = {
+    "uri": pa.string(),
+    "video_id": pa.string(),
+    "bytes": pa.int64(),
+    "status": pa.string(),
+    "error": pa.string(),
+}
+# Written by the fan-out stage on every row: how many clips its video produced (0 for videos without any).
+# The manifest writer uses it to know when a video is complete, which is what makes resume exact.
+CLIPS_IN_VIDEO = "clips_in_video"
+TIMING_PREFIX = "_sec_"
+
+
+@dataclass(kw_only=True, slots=True)
+class Resources:
+    """What one worker of a stage needs. Ray schedules on it; the local executor ignores it."""
+
+    cpus: float = 1.0  # logical CPUs per worker (fractions allowed)
+    gpus: float = 0.0  # GPUs per worker; fractional GPUs pack several workers on one device
+    memory_gb: float = 0.0  # heap memory reserved per worker, 0 = no reservation
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    """A model a stage will load: checked before any video is opened."""
+
+    field: str  # the stage field that names it, for error messages
+    name: str  # hub id or local directory
+    kind: str  # "transformers" | "diffusers" | "open_clip" | "file"
+
+
+@dataclass(kw_only=True, slots=True)
+class RunContext:
+    """What a stage may know about the run it is part of."""
+
+    output: str  # output root (local path or fsspec URL)
+    on_error: str = "record"  # "record": bad input becomes error rows; "raise": re-raise (tests)
+    worker_index: int = 0
+
+
+class StageError(Exception):
+    """Raised by stages for a problem with one input (a video that cannot be decoded, ...).
+
+    The message must name the cause; ``run_stage`` prefixes the stage name and the file.
+    """
+
+
+@dataclass(kw_only=True)
+class Stage:
+    """Base of every stage. Subclasses are ``@dataclass(kw_only=True)``; their fields are the pipeline
+    file's keys for that stage."""
+
+    name: ClassVar[str] = ""
+    reads: ClassVar[tuple[str, ...]] = ()  # columns that must exist before this stage
+    adds: ClassVar[dict[str, pa.DataType]] = {}  # columns this stage writes, with their types
+    fan_out: ClassVar[bool] = False  # one input row becomes zero or more output rows (the splitter)
+    skips_dropped: ClassVar[bool] = False  # rows with keep == False pass through untouched (costly stages)
+
+    resources: Resources = field(default_factory=Resources)  # per-worker resources for the Ray executor
+    batch_size: int = 8  # rows per process_batch call
+    workers: int = 0  # actor-pool size under Ray; 0 = as many as the cluster's resources allow
+
+    def setup(self, ctx: RunContext) -> None:
+        """Load models and open clients; called once per worker before the first batch."""
+
+    def process_batch(self, batch: pa.Table) -> pa.Table:
+        raise NotImplementedError
+
+    def models(self) -> list[ModelRef]:
+        """Models this stage will load, so a run can check them all before it starts."""
+        return []
+
+    def check(self) -> list[str]:
+        """Problems with field values beyond their types (ranges, combinations). Each says what to change."""
+        return []
+
+    @property
+    def stateful(self) -> bool:
+        """Stages with a setup() or GPUs run as Ray actor pools; the others as tasks."""
+        return type(self).setup is not Stage.setup or self.resources.gpus > 0
+
+    def config(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Schema helpers shared by every executor
+
+
+def conform(table: pa.Table, schema: dict[str, pa.DataType]) -> pa.Table:
+    """Give ``table`` exactly the declared types for the columns in ``schema`` (adding missing ones as
+    nulls), keeping its other columns. Parquet parts written by different workers then share one schema."""
+    columns, names = [], []
+    for name in table.column_names:
+        col = table.column(name)
+        if name in schema and col.type != schema[name]:
+            col = col.cast(schema[name]) if col.null_count < len(col) else pa.nulls(len(col), schema[name])
+        columns.append(col)
+        names.append(name)
+    for name, dtype in schema.items():
+        if name not in table.column_names:
+            columns.append(pa.nulls(table.num_rows, dtype))
+            names.append(name)
+    return pa.Table.from_arrays(columns, names=names)
+
+
+def error_rows(rows: pa.Table, stage: str, cause: str) -> pa.Table:
+    """Mark rows as failed with a message naming the stage, the file and the cause."""
+    uris = rows.column("uri").to_pylist()
+    messages = [f"{stage}: {uri}: {cause}" for uri in uris]
+    rows = rows.set_column(rows.schema.get_field_index("status"), "status", pa.array([ERROR] * len(uris)))
+    return rows.set_column(rows.schema.get_field_index("error"), "error", pa.array(messages, pa.string()))
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def run_stage(stage: Stage, batch: pa.Table, ctx: RunContext, schema: dict[str, pa.DataType]) -> pa.Table:
+    """Run one stage on one batch the way every executor must.
+
+    Rows whose status is already ``error`` (and, for costly stages, rows a filter dropped) skip the stage.
+    If the stage raises on the batch, each row is retried alone so one bad file cannot take its neighbours
+    down; rows that still raise become error rows unless ``ctx.on_error == "raise"``.
+    ``schema`` is the full column schema after this stage.
+    """
+    todo_mask = pc.equal(batch.column("status"), OK)
+    if stage.skips_dropped and "keep" in batch.column_names:
+        todo_mask = pc.and_(todo_mask, pc.fill_null(batch.column("keep"), True))
+    todo_mask = pc.fill_null(todo_mask, False)
+    todo, rest = batch.filter(todo_mask), batch.filter(pc.invert(todo_mask))
+    start = time.perf_counter()
+    out = _call(stage, todo, ctx) if todo.num_rows else todo
+    seconds = time.perf_counter() - start
+    if stage.fan_out:
+        out = _with_clip_counts(todo, out)
+    out = conform(out, schema)
+    timing = TIMING_PREFIX + stage.name
+    per_row = seconds / out.num_rows if out.num_rows else 0.0
+    out = out.append_column(timing, pa.array([per_row] * out.num_rows, pa.float64()))
+    rest = conform(rest, schema)
+    rest = rest.append_column(timing, pa.array([0.0] * rest.num_rows, pa.float64()))
+    return pa.concat_tables([out, rest.select(out.column_names)]) if rest.num_rows else out
+
+
+def map_rows(batch: pa.Table, stage: str, fn: Callable[[dict], dict | list[dict]]) -> pa.Table:
+    """Apply ``fn`` to each row (as a dict); it returns the output row, or a list of rows for a splitter.
+    A ``StageError`` on one row turns that row into an error row and the others go on."""
+    out: list[dict] = []
+    for row in batch.to_pylist():
+        try:
+            result = fn(row)
+        except StageError as exc:
+            out.append({**row, "status": ERROR, "error": f"{stage}: {row.get('uri')}: {exc}"})
+            continue
+        out.extend(result if isinstance(result, list) else [result])
+    return pa.Table.from_pylist(out) if out else batch.slice(0, 0)
+
+
+def _call(stage: Stage, todo: pa.Table, ctx: RunContext) -> pa.Table:
+    try:
+        return stage.process_batch(todo)
+    except Exception as exc:  # noqa: BLE001 - isolate bad rows below; bugs re-raise under on_error=raise
+        if ctx.on_error == "raise" and not isinstance(exc, StageError):
+            raise
+        if todo.num_rows == 1:
+            log.warning("%s failed on %s: %s", stage.name, todo.column("uri")[0], _describe(exc))
+            log.debug("%s", traceback.format_exc())
+            return error_rows(todo, stage.name, _describe(exc))
+    return pa.concat_tables(
+        [_call(stage, todo.slice(i, 1), ctx) for i in range(todo.num_rows)], promote_options="default"
+    )
+
+
+def _with_clip_counts(inputs: pa.Table, out: pa.Table) -> pa.Table:
+    """Count clips per video and keep one clip-less row for every input video that produced no clip, so
+    every video reaches the manifest (as an error or as 'no clips') and its completeness can be checked."""
+    ids = out.column("video_id").to_pylist() if out.num_rows else []
+    has_clip = [cid is not None for cid in out.column("clip_id").to_pylist()] if out.num_rows else []
+    counts: dict[str, int] = {}
+    for vid, clip in zip(ids, has_clip):
+        counts[vid] = counts.get(vid, 0) + int(clip)
+    missing = [i for i, vid in enumerate(inputs.column("video_id").to_pylist()) if vid not in counts]
+    if missing:
+        out = pa.concat_tables([out, inputs.take(missing)], promote_options="default")
+        ids = out.column("video_id").to_pylist()
+    column = pa.array([counts.get(vid, 0) for vid in ids], pa.int32())
+    if CLIPS_IN_VIDEO in out.column_names:
+        return out.set_column(out.schema.get_field_index(CLIPS_IN_VIDEO), CLIPS_IN_VIDEO, column)
+    return out.append_column(CLIPS_IN_VIDEO, column)
