@@ -116,6 +116,15 @@ class Manifest:
         self._write_table("clips", clips)
         return videos, clips, timings
 
+    def add_clip_columns(self, clips: pa.Table, added: pa.Table) -> pa.Table:
+        """Join ``added`` (keyed by clip_id) into the clips manifest and rewrite it."""
+        new = [c for c in added.column_names if c != "clip_id"]
+        clips = clips.drop_columns([c for c in new if c in clips.column_names])
+        clips = clips.join(added, keys="clip_id", join_type="left outer")
+        clips = clips.sort_by([("video_id", "ascending"), ("start_frame", "ascending")])
+        self._write_table("clips", clips)
+        return clips
+
     def _video_rows(self, table: pa.Table, video_columns: list[str]) -> pa.Table:
         """One row per video: its metadata, its status (error if it produced an error before splitting) and
         its clip count."""

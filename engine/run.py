@@ -88,6 +88,13 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
     if todo.num_rows:
         executor.run(pipeline, todo, ctx, manifest.write_part)
     video_table, clips, stage_seconds = manifest.compact(pipeline.video_columns())
+    for stage in pipeline.stages:
+        if stage.finalizes:
+            begun = time.perf_counter()
+            added = stage.finalize(ctx, clips)
+            stage_seconds[f"{stage.name} (finalize)"] = time.perf_counter() - begun
+            if added is not None and added.num_rows:
+                clips = manifest.add_clip_columns(clips, added)
     kept = clips.num_rows
     if "keep" in clips.column_names:
         kept = int(pc.sum(pc.fill_null(clips.column("keep"), True).cast(pa.int64())).as_py() or 0)

@@ -102,6 +102,16 @@ class Stage:
         """Problems with field values beyond their types (ranges, combinations). Each says what to change."""
         return []
 
+    def finalize(self, ctx: RunContext, clips: pa.Table) -> pa.Table | None:
+        """Run once on the driver after every video is done, with the whole clips manifest (e.g. to pack
+        shards). May return a table keyed by ``clip_id`` whose other columns are joined into the clips
+        manifest. Must be idempotent: a rerun calls it again."""
+        return None
+
+    @property
+    def finalizes(self) -> bool:
+        return type(self).finalize is not Stage.finalize
+
     @property
     def stateful(self) -> bool:
         """Stages with a setup() or GPUs run as Ray actor pools; the others as tasks."""
@@ -160,6 +170,8 @@ def run_stage(stage: Stage, batch: pa.Table, ctx: RunContext, schema: dict[str, 
     ``schema`` is the full column schema after this stage.
     """
     todo_mask = pc.equal(batch.column("status"), OK)
+    if not stage.fan_out and "clip_id" in batch.column_names:  # a video without clips has nothing to score
+        todo_mask = pc.and_(todo_mask, pc.is_valid(batch.column("clip_id")))
     if stage.skips_dropped and "keep" in batch.column_names:
         todo_mask = pc.and_(todo_mask, pc.fill_null(batch.column("keep"), True))
     todo_mask = pc.fill_null(todo_mask, False)
