@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -20,11 +21,23 @@ DEMO_OUTPUT = "vde-demo"
 SUBCOMMAND_MODULES = ("stiv.cli", "shards.cli", "dashboard.cli")
 
 
+OUR_LOGGERS = ("vde", "engine", "filters", "captioners", "shards", "stiv", "dashboard")
+
+
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(message)s", datefmt="[%X]",
+    # Libraries (open_clip, transformers, ray) log at WARNING and up; vde's own packages at ``level``.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", datefmt="[%X]",
                         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)])
-    for noisy in ("ray", "fsspec", "urllib3", "httpx", "filelock", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    for name in OUR_LOGGERS:
+        logging.getLogger(name).setLevel(level.upper())
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "warning")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
 
 
 def _executor(args: argparse.Namespace):
@@ -81,7 +94,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     args.output = str(out)
     for path in extra:
         log.info("extra input ignored in demo: %s", path)
-    return cmd_run(args)
+    status = cmd_run(args)
+    if status == 0 and not args.no_report:
+        try:
+            from dashboard.report import build_report
+        except ImportError:
+            return status
+        log.info("report: %s", build_report(str(out)))
+    return status
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -167,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the demo pipeline on the bundled synthetic sample")
     demo.add_argument("--output", default=DEMO_OUTPUT, help=f"output root (default ./{DEMO_OUTPUT})")
     demo.add_argument("--pipeline", default=None, help="pipeline to use instead of the bundled demo.yaml")
+    demo.add_argument("--no-report", action="store_true", help="skip the dashboard page at the end")
     _add_run_options(demo)
     demo.set_defaults(func=cmd_demo)
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from engine.io import join, local_copy, output_fs, write_atomic
 from engine.stage import RunContext, Stage, StageError, map_rows
-from engine.video import VideoError
+from engine.video import VideoError, iter_frames
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +69,27 @@ class WriteClips(Stage):
 def cut_clip(path: str, start: int, end: int, mode: str = "auto", crf: int = 18, preset: str = "veryfast",
              max_side: int = 0) -> tuple[bytes, str]:
     """Frames ``[start, end)`` of ``path`` (decoded-frame indices) as mp4 bytes, and "copy" or "encode"."""
+    # Keep plain numbers, not Packet objects: a Packet outliving its container frees the decoder late,
+    # which deadlocks FFmpeg's frame threads.
     with av.open(path) as container:
         stream = container.streams.video[0]
-        packets = [p for p in container.demux(stream) if p.size and p.pts is not None]
-    order = sorted(range(len(packets)), key=lambda i: packets[i].pts)
-    if end > len(order) or start >= end:
-        raise VideoError(f"frames [{start}, {end}) are outside the stream's {len(order)} frames")
-    start_packet = packets[order[start]]
-    reorders = any(packets[i].pts != packets[order[i]].pts for i in range(len(packets)))
-    if mode == "copy" or (mode == "auto" and start_packet.is_keyframe and not reorders and not max_side):
-        if not start_packet.is_keyframe and mode == "copy":
+        packets = [(p.pts, bool(p.is_keyframe)) for p in container.demux(stream) if p.size and p.pts is not None]
+    decode_order = [pts for pts, _ in packets]
+    keyframes = {pts for pts, key in packets if key}
+    pts_sorted = sorted(decode_order)
+    if end > len(pts_sorted) or start >= end:
+        raise VideoError(f"frames [{start}, {end}) are outside the stream's {len(pts_sorted)} frames")
+    first, last = pts_sorted[start], pts_sorted[end - 1]
+    reorders = decode_order != pts_sorted
+    if mode == "copy" or (mode == "auto" and first in keyframes and not reorders and not max_side):
+        if first not in keyframes:
             raise VideoError(f"frame {start} is not a keyframe; a stream copy would not decode (use mode: encode)")
-        return _copy(path, packets[order[start]].pts, packets[order[end - 1]].pts), "copy"
+        try:
+            return _copy(path, first, last), "copy"
+        except (av.error.FFmpegError, ValueError) as exc:  # e.g. a codec the mp4 muxer will not take as is
+            if mode == "copy":
+                raise VideoError(f"stream copy failed ({type(exc).__name__}: {exc})") from None
+            log.debug("stream copy of %s failed (%s); re-encoding", path, exc)
     return _encode(path, start, end, crf, preset, max_side), "encode"
 
 
@@ -96,6 +105,7 @@ def _copy(path: str, first_pts: int, last_pts: int) -> bytes:
             packet.dts = packet.dts - first_pts if packet.dts is not None else None
             packet.stream = out
             dst.mux(packet)
+        packet = None  # noqa: F841 - no Packet may outlive its container (see engine.video.iter_frames)
     return buffer.getvalue()
 
 
@@ -113,24 +123,21 @@ def _encode(path: str, start: int, end: int, crf: int, preset: str, max_side: in
         out = dst.add_stream("libx264", rate=stream.average_rate or 25)
         out.width, out.height, out.pix_fmt, out.time_base = width, height, "yuv420p", time_base
         out.options = {"crf": str(crf), "preset": preset}
-        index, first_time = 0, None
-        for packet in src.demux(stream):
-            try:
-                frames = packet.decode()
-            except av.error.InvalidDataError:
-                continue
-            for frame in frames:
-                if start <= index < end:
-                    seconds = float(frame.pts * stream.time_base) if frame.pts is not None else index / 25
-                    first_time = seconds if first_time is None else first_time
-                    picture = frame.reformat(width=width, height=height, format="yuv420p")
-                    picture.pts = round((seconds - first_time) / time_base)
-                    picture.time_base = time_base
-                    for encoded in out.encode(picture):
-                        dst.mux(encoded)
-                index += 1
+        first_time = None
+        frames = iter_frames(src, stream)
+        for index, frame in enumerate(frames):
             if index >= end:
                 break
+            if index < start:
+                continue
+            seconds = float(frame.pts * stream.time_base) if frame.pts is not None else index / 25
+            first_time = seconds if first_time is None else first_time
+            picture = frame.reformat(width=width, height=height, format="yuv420p")
+            picture.pts = round((seconds - first_time) / time_base)
+            picture.time_base = time_base
+            for encoded in out.encode(picture):
+                dst.mux(encoded)
+        frames.close()  # release the demuxer's last packet while the container is still open
         for encoded in out.encode(None):
             dst.mux(encoded)
     return buffer.getvalue()

@@ -120,7 +120,11 @@ class Manifest:
         """Join ``added`` (keyed by clip_id) into the clips manifest and rewrite it."""
         new = [c for c in added.column_names if c != "clip_id"]
         clips = clips.drop_columns([c for c in new if c in clips.column_names])
-        clips = clips.join(added, keys="clip_id", join_type="left outer")
+        # A positional take instead of Table.join: Arrow's hash join rejects list columns (scene_cuts, ...).
+        position = {cid: i for i, cid in enumerate(added.column("clip_id").to_pylist())}
+        take = pa.array([position.get(cid) for cid in clips.column("clip_id").to_pylist()], pa.int64())
+        for name in new:
+            clips = clips.append_column(name, added.column(name).take(take))
         clips = clips.sort_by([("video_id", "ascending"), ("start_frame", "ascending")])
         self._write_table("clips", clips)
         return clips

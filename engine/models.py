@@ -42,6 +42,10 @@ def is_untrained(path: str | Path) -> bool:
 
 def resolve_model(ref: ModelRef, download: bool | None = None) -> str:
     """Return a local path holding ``ref``'s weights, downloading only if allowed and needed."""
+    if ref.name.startswith("tiny:"):
+        from engine.tiny import resolve_name
+
+        return resolve_name(ref.name)
     local = Path(os.path.expanduser(ref.name))
     if local.exists():
         if local.is_dir() and ref.kind in MARKERS and not any((local / m).exists() for m in MARKERS[ref.kind]):
@@ -73,6 +77,10 @@ def missing_models(refs: list[ModelRef]) -> list[str]:
         try:
             resolve_model(ref)
         except ModelNotFound as exc:
+            if ref.kind == "file":
+                problems.append(f"model file for '{ref.field}' = '{ref.name}' is missing: {exc}. Put the file at "
+                                f"that path, or set '{ref.field}: PATH' in the pipeline file to where it is")
+                continue
             problems.append(
                 f"model for '{ref.field}' = '{ref.name}' is missing: {exc}. Provide it with "
                 f"`huggingface-cli download {ref.name.split(':')[0]} --local-dir DIR` on a machine with network "

@@ -38,6 +38,8 @@ class Probe(Stage):
         return map_rows(batch, self.name, self._probe)
 
     def _probe(self, row: dict) -> dict:
+        if row.get("bytes") == 0:
+            raise StageError("empty file (0 bytes)")
         try:
             with local_copy(row["uri"]) as path:
                 info = probe_video(path)

@@ -95,9 +95,11 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
             stage_seconds[f"{stage.name} (finalize)"] = time.perf_counter() - begun
             if added is not None and added.num_rows:
                 clips = manifest.add_clip_columns(clips, added)
-    kept = clips.num_rows
+    # kept: clips that went through every stage without error and that no filter dropped
+    kept_mask = pc.equal(clips.column("status"), OK)
     if "keep" in clips.column_names:
-        kept = int(pc.sum(pc.fill_null(clips.column("keep"), True).cast(pa.int64())).as_py() or 0)
+        kept_mask = pc.and_(kept_mask, pc.fill_null(clips.column("keep"), True))
+    kept = int(pc.sum(pc.fill_null(kept_mask, False).cast(pa.int64())).as_py() or 0)
     n_error = int(pc.sum(pc.equal(video_table.column("status"), ERROR).cast(pa.int64())).as_py() or 0)
     summary = RunSummary(
         videos=video_table.num_rows, videos_ok=video_table.num_rows - n_error, videos_error=n_error,

@@ -57,7 +57,9 @@ def _texture(seed: int, width: int, height: int) -> np.ndarray:
         tex += cv2.resize(noise, (width * 3, height), interpolation=cv2.INTER_CUBIC) / (2 ** octave)
     tex -= tex.min()
     tex /= tex.max()
-    palette = rng.random((2, 3)).astype(np.float32) * 255
+    # Two colours far apart in brightness, so every scene has visible structure.
+    dark, light = rng.random(3) * 90, 165 + rng.random(3) * 90
+    palette = np.stack([light, dark]).astype(np.float32)
     return (palette[0] * tex + palette[1] * (1 - tex)).clip(0, 255).astype(np.uint8)
 
 

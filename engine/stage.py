@@ -177,17 +177,25 @@ def run_stage(stage: Stage, batch: pa.Table, ctx: RunContext, schema: dict[str, 
     todo_mask = pc.fill_null(todo_mask, False)
     todo, rest = batch.filter(todo_mask), batch.filter(pc.invert(todo_mask))
     start = time.perf_counter()
-    out = _call(stage, todo, ctx) if todo.num_rows else todo
+    out = _call(stage, todo, ctx, schema) if todo.num_rows else todo
     seconds = time.perf_counter() - start
     if stage.fan_out:
         out = _with_clip_counts(todo, out)
     out = conform(out, schema)
-    timing = TIMING_PREFIX + stage.name
     per_row = seconds / out.num_rows if out.num_rows else 0.0
-    out = out.append_column(timing, pa.array([per_row] * out.num_rows, pa.float64()))
-    rest = conform(rest, schema)
-    rest = rest.append_column(timing, pa.array([0.0] * rest.num_rows, pa.float64()))
+    out = _add_timing(out, stage.name, per_row)
+    rest = _add_timing(conform(rest, schema), stage.name, 0.0)
     return pa.concat_tables([out, rest.select(out.column_names)]) if rest.num_rows else out
+
+
+def _add_timing(table: pa.Table, stage: str, per_row: float) -> pa.Table:
+    """Add this stage's seconds per row; a stage used twice (two filters) adds to its own column."""
+    name = TIMING_PREFIX + stage
+    seconds = pa.array([per_row] * table.num_rows, pa.float64())
+    if name in table.column_names:
+        index = table.schema.get_field_index(name)
+        return table.set_column(index, name, pc.add(pc.fill_null(table.column(name), 0.0), seconds))
+    return table.append_column(name, seconds)
 
 
 def map_rows(batch: pa.Table, stage: str, fn: Callable[[dict], dict | list[dict]]) -> pa.Table:
@@ -201,10 +209,15 @@ def map_rows(batch: pa.Table, stage: str, fn: Callable[[dict], dict | list[dict]
             out.append({**row, "status": ERROR, "error": f"{stage}: {row.get('uri')}: {exc}"})
             continue
         out.extend(result if isinstance(result, list) else [result])
-    return pa.Table.from_pylist(out) if out else batch.slice(0, 0)
+    if not out:
+        return batch.slice(0, 0)
+    # Every key of every row: an error row lacks the columns the stage adds, and from_pylist would take
+    # the columns of the first row only.
+    keys = list(dict.fromkeys(k for row in out for k in row))
+    return pa.Table.from_pylist([{k: row.get(k) for k in keys} for row in out])
 
 
-def _call(stage: Stage, todo: pa.Table, ctx: RunContext) -> pa.Table:
+def _call(stage: Stage, todo: pa.Table, ctx: RunContext, schema: dict[str, pa.DataType]) -> pa.Table:
     try:
         return stage.process_batch(todo)
     except Exception as exc:  # noqa: BLE001 - isolate bad rows below; bugs re-raise under on_error=raise
@@ -214,9 +227,8 @@ def _call(stage: Stage, todo: pa.Table, ctx: RunContext) -> pa.Table:
             log.warning("%s failed on %s: %s", stage.name, todo.column("uri")[0], _describe(exc))
             log.debug("%s", traceback.format_exc())
             return error_rows(todo, stage.name, _describe(exc))
-    return pa.concat_tables(
-        [_call(stage, todo.slice(i, 1), ctx) for i in range(todo.num_rows)], promote_options="default"
-    )
+    pieces = [conform(_call(stage, todo.slice(i, 1), ctx, schema), schema) for i in range(todo.num_rows)]
+    return pa.concat_tables(pieces, promote_options="permissive")
 
 
 def _with_clip_counts(inputs: pa.Table, out: pa.Table) -> pa.Table:

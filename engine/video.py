@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Protocol
@@ -37,7 +37,7 @@ class VideoInfo:
     height: int  # coded height
     display_width: int  # after rotation and sample aspect ratio
     display_height: int
-    rotation: int  # degrees counter-clockwise the picture must turn to display upright (0/90/180/270)
+    rotation: int  # degrees clockwise the decoded picture must turn to display upright (0/90/180/270)
     sar: str  # sample aspect ratio "num:den"
     codec: str
     pix_fmt: str
@@ -97,6 +97,22 @@ def probe_video(path: str) -> VideoInfo:
         )
 
 
+def iter_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                skipped: list[int] | None = None) -> Iterator[av.VideoFrame]:
+    """Decoded frames in presentation order; packets that fail to decode are skipped (counted in
+    ``skipped[0]``). No packet is held between yields: a Packet that outlives its container frees its
+    decoder late, and FFmpeg's frame threads then deadlock."""
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.InvalidDataError:
+            if skipped is not None:
+                skipped[0] += 1
+            frames = []
+        del packet
+        yield from frames
+
+
 def _has_alpha(stream: av.video.stream.VideoStream) -> bool:
     # VP8/VP9 keep alpha in a side stream flagged by metadata; other codecs in the pixel format.
     flagged = any(k.lower() == "alpha_mode" and str(v) == "1" for k, v in stream.metadata.items())
@@ -120,7 +136,8 @@ def _packet_pts(container: av.container.InputContainer, stream: av.video.stream.
 
 
 def _first_frame_rotation(path: str) -> int:
-    """Decode the first frame: proves the stream decodes and gives the display rotation."""
+    """Decode the first frame: proves the stream decodes and gives the display rotation, clockwise.
+    (FFmpeg's display-matrix angle, which PyAV reports, is counter-clockwise.)"""
     try:
         with av.open(path) as container:
             for frame in container.decode(video=0):
@@ -152,8 +169,8 @@ class VideoReader(Protocol):
 
 
 def _rotate(frames: np.ndarray, rotation: int) -> np.ndarray:
-    """Turn ``[N, H, W, C]`` frames counter-clockwise by ``rotation`` degrees."""
-    k = (rotation // 90) % 4
+    """Turn ``[N, H, W, C]`` frames clockwise by ``rotation`` degrees (np.rot90 turns counter-clockwise)."""
+    k = (-(rotation // 90)) % 4
     return np.ascontiguousarray(np.rot90(frames, k=k, axes=(1, 2))) if k else frames
 
 
@@ -198,20 +215,22 @@ class PyAVReader:
         position = -1
         for target in order:
             if decoder is None or target < position or target - position > 64:
+                if decoder is not None:
+                    decoder.close()
                 self.container.seek(int(self.pts[target]), stream=self.stream, backward=True, any_frame=False)
-                decoder = self.container.decode(self.stream)
+                decoder = iter_frames(self.container, self.stream)  # skips packets that fail to decode
                 position = -1
             for frame in decoder:
-                index = self._index_of.get(frame.pts, position + 1)
-                position = index
-                if index == target:
-                    got[target] = frame.to_ndarray(format="rgb24")
-                    break
-                if index > target:  # the exact frame is not decodable (corrupt packet): take the next one
+                position = self._index_of.get(frame.pts, position + 1)
+                # past the target means the exact frame did not decode (corrupt packet): take the next one
+                if position >= target:
                     got[target] = frame.to_ndarray(format="rgb24")
                     break
             else:
+                decoder.close()
                 raise VideoError(f"frame {target} could not be decoded")
+        if decoder is not None:
+            decoder.close()
         frames = np.stack([got[int(i)] for i in indices])
         return _resize(_rotate(frames, self.rotation), size)
 
@@ -232,7 +251,7 @@ class DecordReader:
             raise VideoError(f"decord cannot open it ({str(exc).splitlines()[0][:200]})") from None
         self.num_frames = len(self.reader)
         self.fps = float(self.reader.get_avg_fps())
-        self.rotation = _first_frame_rotation(path)
+        self.rotation = 0  # decord's FFmpeg applies the display rotation itself
 
     def get_frames(self, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
         for i in indices:
@@ -258,7 +277,7 @@ def open_video(path: str, backend: str = "auto", codec: str | None = None) -> Vi
         return PyAVReader(path)
     try:
         return DecordReader(path)
-    except (VideoError, RuntimeError) as exc:
+    except (VideoError, RuntimeError, ImportError) as exc:
         if backend == "decord":
             raise
         log.debug("decord failed on %s (%s); using PyAV", path, exc)
