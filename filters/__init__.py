@@ -1,0 +1,22 @@
+"""Scorers and filters: per-clip features (motion, aesthetics, text area, clarity, temporal consistency,
+orientation, black borders) and threshold filtering that annotates before it drops.
+
+- ``score`` (filters/score.py): CPU, one decode per clip for motion, clarity, OCR text area, borders,
+  orientation.
+- ``clip_score`` (filters/clip_score.py): CLIP ViT-L/14 + LAION aesthetic head and temporal consistency
+  from the same embeddings; the model stage (an actor pool; give it GPUs in the pipeline file).
+- ``filter`` (filters/filter.py): thresholds from the pipeline file; ``keep`` + ``drop_reason`` on every
+  row, and ``manifest/funnel.json`` after the run.
+"""
+
+STAGES = {
+    "score": "filters.score:Score",
+    "clip_score": "filters.clip_score:ClipScore",
+    "filter": "filters.filter:Filter",
+}
+
+# `tiny:NAME` models for tests and the offline demo (engine/tiny.py builds them on first use).
+TINY_MODELS = {
+    "clip": "filters.testing:build_tiny_clip",
+    "aesthetic-head": "filters.testing:build_tiny_head",
+}

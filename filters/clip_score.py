@@ -1,0 +1,156 @@
+"""The model scoring stage: CLIP image embeddings of a few frames per clip feed the LAION aesthetic head
+and the temporal-consistency score, from one decode and one pass of the tower.
+
+Frames: ``frames`` indices spread evenly over ``[start_frame, end_frame)`` (first and last included, the
+middle too when ``frames`` is odd), decoded straight at the model's input scale. Aesthetics use the
+first, middle and last of them (``aesthetic_frames: all`` uses every one) and are reduced by mean and
+min; consistency is the cosine similarity of adjacent sampled frames (mean and min), from the same
+embeddings. Under Ray this stage is an actor pool (it has a ``setup``); give it GPUs in the pipeline file:
+``resources: {cpus: 4, gpus: 1}``.
+"""
+
+from __future__ import annotations
+
+import engine._torchvision_shim  # noqa: F401 - before open_clip imports torchvision
+
+import logging
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from engine.stage import ModelRef, RunContext, Stage, StageError, map_rows
+from engine.video import clip_frame_indices
+from engine.tiny import resolve_name
+from filters import clip_models
+from filters.frames import group_by_video, read_video_clips
+
+log = logging.getLogger(__name__)
+NAN = float("nan")
+
+
+@dataclass(kw_only=True)
+class ClipScore(Stage):
+    """Aesthetic score (CLIP ViT-L/14 + LAION head) and temporal consistency of every clip."""
+
+    name: ClassVar[str] = "clip_score"
+    reads: ClassVar[tuple[str, ...]] = ("uri", "clip_id", "start_frame", "end_frame", "display_width",
+                                        "display_height")
+    adds: ClassVar[dict[str, pa.DataType]] = {
+        "aesthetic_mean": pa.float64(),  # LAION aesthetic score (about 1-10), mean over the aesthetic frames
+        "aesthetic_min": pa.float64(),
+        "consistency_mean": pa.float64(),  # cosine similarity of adjacent sampled frames' CLIP embeddings
+        "consistency_min": pa.float64(),  # the least similar adjacent pair: a jump inside the clip
+        "clip_frames_scored": pa.int32(),
+        "clip_embedding": pa.list_(pa.float32()),  # mean normalised embedding (only with store_embedding)
+        "clip_untrained": pa.bool_(),  # True when the tower or the head is a random-weight test model
+        "clip_notes": pa.string(),  # why a value is NaN or frames are missing; null when none
+    }
+    skips_dropped: ClassVar[bool] = True
+
+    clip_model: str = clip_models.DEFAULT_CLIP  # ARCH:TAG, ARCH:/file.pt, a local open_clip dir or a hub repo id
+    aesthetic_head: str = clip_models.DEFAULT_HEAD  # path of the LAION head .pth (see filters/clip_models.py); "" = none
+    quick_gelu: bool | None = None  # force QuickGELU; null = what the tag or the checkpoint's config says
+    frames: int = 5  # frames per clip; odd, so the middle frame is among them
+    aesthetic_frames: Literal["first_middle_last", "all"] = "first_middle_last"  # which sampled frames get a score
+    device: str = "auto"  # auto = cuda when available, else cpu
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto = bf16 on cuda, fp32 on cpu
+    image_batch: int = 256  # images per forward pass of the tower
+    compile: bool = False  # torch.compile the tower (worth it on GPUs for long runs)
+    decode_threads: int = 4  # videos decoded at once while the tower runs
+    store_embedding: bool = False  # keep each clip's mean embedding in the manifest (for dedup downstream)
+    backend: Literal["auto", "decord", "pyav"] = "auto"  # frame reader (engine.video.open_video)
+    batch_size: int = 64  # clips per call: several image batches, so decode and the device overlap
+
+    def _names(self) -> tuple[str, str]:
+        """Model names with ``tiny:NAME`` test models resolved to their built paths."""
+        head = resolve_name(self.aesthetic_head) if self.aesthetic_head else ""
+        return resolve_name(self.clip_model), head
+
+    def models(self) -> list[ModelRef]:
+        clip, head = self._names()
+        refs = [clip_models.clip_model_ref("clip_model", clip)]
+        if head:
+            refs.append(ModelRef(field="aesthetic_head", name=head, kind="file"))
+        return refs
+
+    def check(self) -> list[str]:
+        problems = []
+        try:
+            clip_models.parse_clip_name(self._names()[0])
+        except ValueError as exc:
+            problems.append(f"'clip_model': {exc}")
+        if self.frames < 1:
+            problems.append(f"'frames' must be >= 1, got {self.frames}")
+        if self.image_batch < 1 or self.decode_threads < 1:
+            problems.append("'image_batch' and 'decode_threads' must be >= 1")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            problems.append(f"'device' must be auto, cpu or cuda[:N], got '{self.device}'")
+        return problems
+
+    def setup(self, ctx: RunContext) -> None:
+        clip, head = self._names()
+        self.embedder = clip_models.ClipEmbedder(
+            clip_model=clip, aesthetic_head=head, device=self.device,
+            precision=self.precision, quick_gelu=self.quick_gelu, compile=self.compile, image_batch=self.image_batch)
+        if self.embedder.untrained:
+            log.warning("clip_score: %s is an untrained test model; its scores mean nothing", self.clip_model)
+
+    # -- frames ------------------------------------------------------------------------------------------
+    def frame_indices(self, row: dict) -> list[int]:
+        return clip_frame_indices(int(row["start_frame"]), int(row["end_frame"]), self.frames)
+
+    def aesthetic_rows(self, n: int) -> list[int]:
+        if self.aesthetic_frames == "all" or n <= 3:
+            return list(range(n))
+        return sorted({0, n // 2, n - 1})
+
+    def _decode(self, rows: list[dict]) -> list[clip_models.Decoded]:
+        """One video's clips: frames decoded at the model's scale, then centre-cropped to its input."""
+        def size_of(row: dict) -> tuple[int, int]:
+            return self.embedder.decode_size(int(row["display_width"]), int(row["display_height"]))
+
+        out = []
+        for clip in read_video_clips(rows, self.frame_indices, size_of, self.backend):
+            frames = self.embedder.fit(clip.frames) if clip.frames is not None else None
+            out.append(clip_models.Decoded(key=clip.row["clip_id"], frames=frames, error=clip.error, note=clip.note))
+        return out
+
+    # -- scoring -----------------------------------------------------------------------------------------
+    def process_batch(self, batch: pa.Table) -> pa.Table:
+        if not hasattr(self, "embedder"):
+            raise RuntimeError("clip_score.setup() was not called")
+        rows = batch.to_pylist()
+        groups = [[rows[i] for i in members] for members in group_by_video(rows).values()]
+        results = {}
+        for clip, embeddings in clip_models.embed_stream(groups, self._decode, self.embedder,
+                                                         threads=self.decode_threads):
+            results[clip.key] = (clip, embeddings)
+        # One pass of the head over the whole batch rather than a small device call per clip.
+        scored = [(k, e) for k, (_, e) in results.items() if e is not None]
+        if scored:
+            flat = self.embedder.aesthetic(np.concatenate([e for _, e in scored]))
+            splits = np.cumsum([len(e) for _, e in scored])[:-1]
+            aesthetic = dict(zip([k for k, _ in scored], np.split(flat, splits)))
+        else:
+            aesthetic = {}
+        return map_rows(batch, self.name, lambda row: self._score(row, *results[row["clip_id"]],
+                                                                  aesthetic.get(row["clip_id"])))
+
+    def _score(self, row: dict, clip: clip_models.Decoded, embeddings: np.ndarray | None,
+               aesthetic: np.ndarray | None) -> dict:
+        if embeddings is None:
+            raise StageError(clip.error or "no frames decoded")
+        notes = [clip.note] if clip.note else []
+        n = len(embeddings)
+        scores = clip_models.clip_scores(embeddings, aesthetic, self.aesthetic_rows(n))
+        if n < 2:
+            notes.append(f"{n} frame scored: consistency needs 2")
+        if self.embedder.head is None:
+            notes.append("no aesthetic head configured")
+        mean = embeddings.mean(axis=0)
+        mean /= max(float(np.linalg.norm(mean)), 1e-12)
+        return {**row, **scores, "clip_frames_scored": n, "clip_untrained": self.embedder.untrained,
+                "clip_embedding": mean.astype(np.float32).tolist() if self.store_embedding else None,
+                "clip_notes": "; ".join(notes) or None}
