@@ -1,0 +1,13 @@
+"""Latent shards (issue 5): frame sampling + crop with micro-conditions, VAE and CLIP text encoding, webdataset
+shards per bucket with an index, ``vde verify``, and the streaming training reader (``shards.reader``)."""
+
+STAGES = {
+    "encode": "shards.encode:Encode",
+    "shard": "shards.writer:Shard",
+}
+# `tiny:NAME` models for tests and the offline demo (engine/tiny.py builds them on first use).
+TINY_MODELS = {
+    "sd-vae": "shards.tiny:build_tiny_vae",
+    "wan-vae": "shards.tiny:build_tiny_wan_vae",
+    "clip-text": "shards.tiny:build_tiny_clip_text",
+}
