@@ -1,0 +1,5 @@
+"""STIV (arXiv 2412.07730) trained straight from vde's latent shards.
+
+config (presets debug/xl/xxl/m) - model (the DiT) - flow (loss, sampler, JIT-CFG) - optim (AdaFactor) -
+train (the loop) - sample (generation + VAE decode) - cli (`vde train`, `vde sample`) - testing (synthetic shards).
+"""

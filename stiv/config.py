@@ -39,7 +39,8 @@ class ModelConfig:
 
     def validate(self) -> None:
         if self.hidden % self.heads:
-            raise ValueError(f"hidden={self.hidden} is not divisible by heads={self.heads}; pick heads so head dim is whole")
+            raise ValueError(f"hidden={self.hidden} is not divisible by heads={self.heads}; "
+                             f"pick heads so the head dim is whole")
         if self.head_dim % 4:
             raise ValueError(f"head dim {self.head_dim} must be a multiple of 4 for 2D RoPE; change hidden or heads")
 
@@ -74,6 +75,7 @@ class TrainConfig:
     num_workers: int = 2  # DataLoader workers per rank
     shuffle_buffer: int = 1000  # in-memory sample shuffle buffer
     resampled: bool = True  # infinite stream that samples shards with replacement (exact resume still holds)
+    exact_resume: bool = True  # replay the data stream up to the resumed step; False re-seeds it (no re-reading)
     pad_text_to: int | None = 77  # fixed text length keeps shapes static for torch.compile; None: batch max
     log_every: int = 10  # steps between log lines
     ckpt_every: int = 1000  # steps between checkpoints (one is always written at the end)

@@ -79,6 +79,8 @@ def training_loss(
     x1 = batch["latent"].float()
     micro = batch["micro"].float()
     B, T = x1.shape[:2]
+    if mode == "ti2v" and T < 2:
+        raise ValueError("ti2v needs clips of 2+ frames (frame 0 is the condition); use mode t2i for images")
     dev = x1.device
     if mode == "t2i":
         pick = torch.randint(0, T, (B,), generator=gen, device=dev)
@@ -153,7 +155,8 @@ def sample(
         t = ts[i].expand(B)
         x_c = x if first_frame is None else torch.cat([first_frame[:, None], x[:, 1:]], dim=1)
         if not guided:
-            v = model(x_c, t, cond["text_seq"], cond["text_mask"], cond["text_pooled"], cond["micro"], drop_text=no_drop)
+            v = model(x_c, t, cond["text_seq"], cond["text_mask"], cond["text_pooled"], cond["micro"],
+                      drop_text=no_drop)
         else:
             x_u = x
             if first_frame is not None:

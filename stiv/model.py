@@ -38,6 +38,11 @@ def ln(x: Tensor, eps: float = 1e-6) -> Tensor:
     return F.layer_norm(x, (x.shape[-1],), eps=eps)
 
 
+def rms(x: Tensor, norm: nn.RMSNorm) -> Tensor:
+    """QK-norm in x's dtype: autocast leaves rms_norm alone; bf16 input with fp32 weights misses the fused kernel."""
+    return F.rms_norm(x, norm.normalized_shape, norm.weight.to(x.dtype), norm.eps)
+
+
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1 + scale) + shift
 
@@ -140,6 +145,8 @@ class TextEmbedder(nn.Module):
         self.null_pooled = nn.Parameter(torch.empty(text_dim))
 
     def forward(self, seq: Tensor, mask: Tensor, pooled: Tensor, drop: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        dtype = self.seq[0].weight.dtype
+        seq, pooled = seq.to(dtype), pooled.to(dtype)
         if drop is not None:
             first = torch.zeros_like(mask)
             first[:, 0] = True
@@ -147,8 +154,7 @@ class TextEmbedder(nn.Module):
             seq = torch.where(drop[:, None, None], null, seq)
             mask = torch.where(drop[:, None], first, mask)
             pooled = torch.where(drop[:, None], self.null_pooled.to(pooled.dtype), pooled)
-        dtype = self.seq[0].weight.dtype
-        return self.seq(seq.to(dtype)), mask, self.pooled(pooled.to(dtype))
+        return self.seq(seq), mask, self.pooled(pooled)
 
 
 # ----------------------------------------------------------------------------- attention
@@ -168,8 +174,8 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, rope: Rope) -> Tensor:
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
-        q = apply_rope(self.q_norm(q), rope).to(v.dtype)
-        k = apply_rope(self.k_norm(k), rope).to(v.dtype)
+        q = apply_rope(rms(q, self.q_norm), rope).to(v.dtype)
+        k = apply_rope(rms(k, self.k_norm), rope).to(v.dtype)
         o = F.scaled_dot_product_attention(q, k, v)  # non-causal, also in time (causal scored far worse)
         return self.proj(o.transpose(1, 2).reshape(B, L, D))
 
@@ -191,7 +197,7 @@ class CrossAttention(nn.Module):
         S, H = ctx.shape[1], self.heads
         q = self.q(x).view(B, L, H, D // H).transpose(1, 2)
         k, v = self.kv(ctx).view(B, S, 2, H, D // H).permute(2, 0, 3, 1, 4).unbind(0)
-        q, k = self.q_norm(q).to(v.dtype), self.k_norm(k).to(v.dtype)
+        q, k = rms(q, self.q_norm).to(v.dtype), rms(k, self.k_norm).to(v.dtype)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
         return self.proj(o.transpose(1, 2).reshape(B, L, D))
 

@@ -51,50 +51,72 @@ class AdaFactor(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad.float()
-                state = self.state[p]
-                factored = self._factored(p, group["min_dim_to_factor"])
-                if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float32)
-                    if factored:
-                        state["row"] = torch.zeros(p.shape[:-1], dtype=torch.float32, device=p.device)
-                        state["col"] = torch.zeros(p.shape[:-2] + p.shape[-1:], dtype=torch.float32, device=p.device)
-                    else:
-                        state["v"] = torch.zeros_like(p, dtype=torch.float32)
-                    if b1 > 0:
-                        state["m"] = torch.zeros_like(p, dtype=group["momentum_dtype"])
-                state["step"] += 1
-                bias = 1.0 - b2 ** state["step"].item()
-                g2 = g * g + group["eps"]
-                if factored:
-                    row, col = state["row"], state["col"]
-                    row.lerp_(g2.mean(dim=-1), 1.0 - b2)
-                    col.lerp_(g2.mean(dim=-2), 1.0 - b2)
-                    # v = r c^T / mean(r): the rank-1 fit of the second moment, bias-corrected once.
-                    r = (row / row.mean(dim=-1, keepdim=True)).unsqueeze(-1)
-                    u = g * torch.rsqrt(r * col.unsqueeze(-2) / bias)
-                else:
-                    state["v"].lerp_(g2, 1.0 - b2)
-                    u = g * torch.rsqrt(state["v"] / bias)
-                u.div_((u.square().mean().sqrt() / group["clip_threshold"]).clamp_min(1.0))
-                if b1 > 0:
-                    m = state["m"]
-                    m.lerp_(u.to(m.dtype), 1.0 - b1)
-                    u = m.float()
-                if group["weight_decay"]:
-                    u = u + group["weight_decay"] * p.float()
-                p.add_(u.to(p.dtype), alpha=-group["lr"])
+            ps = [p for p in group["params"] if p.grad is not None]
+            if ps:
+                self._update(group, ps)
         return loss
+
+    def _state(self, p: Tensor, group: dict) -> dict:
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float32)  # on CPU: reading it never syncs the GPU
+            if self._factored(p, group["min_dim_to_factor"]):
+                state["row"] = torch.zeros(p.shape[:-1], dtype=torch.float32, device=p.device)
+                state["col"] = torch.zeros(p.shape[:-2] + p.shape[-1:], dtype=torch.float32, device=p.device)
+            else:
+                state["v"] = torch.zeros_like(p, dtype=torch.float32)
+            if group["betas"][0] > 0:
+                state["m"] = torch.zeros_like(p, dtype=group["momentum_dtype"])
+        return state
+
+    def _update(self, group: dict, ps: list[Tensor]) -> None:
+        # foreach ops wherever shapes allow: one kernel over all tensors instead of one per parameter.
+        b1, b2 = group["betas"]
+        states = [self._state(p, group) for p in ps]
+        torch._foreach_add_([s["step"] for s in states], 1.0)
+        bias = 1.0 - b2 ** float(states[0]["step"])  # every tensor of a group steps together
+        gs = [p.grad.float() for p in ps]
+        g2 = torch._foreach_mul(gs, gs)
+        torch._foreach_add_(g2, group["eps"])
+        fact = [i for i, s in enumerate(states) if "row" in s]
+        full = [i for i, s in enumerate(states) if "v" in s]
+        us: list[Tensor] = [gs[0]] * len(ps)
+        if fact:
+            rows, cols = [states[i]["row"] for i in fact], [states[i]["col"] for i in fact]
+            torch._foreach_lerp_(rows, [g2[i].mean(dim=-1) for i in fact], 1.0 - b2)
+            torch._foreach_lerp_(cols, [g2[i].mean(dim=-2) for i in fact], 1.0 - b2)
+            for i, row, col in zip(fact, rows, cols):
+                # v = r c^T / mean(r): the rank-1 fit of the second moment, bias-corrected once.
+                r = (row / row.mean(dim=-1, keepdim=True)).unsqueeze(-1)
+                us[i] = gs[i] * torch.rsqrt(r * col.unsqueeze(-2) / bias)
+        if full:
+            vs = [states[i]["v"] for i in full]
+            torch._foreach_lerp_(vs, [g2[i] for i in full], 1.0 - b2)
+            v_hat = torch._foreach_div(vs, bias)
+            torch._foreach_rsqrt_(v_hat)
+            for i, u in zip(full, torch._foreach_mul([gs[i] for i in full], v_hat)):
+                us[i] = u
+        # Update clipping: RMS(u) <= clip_threshold, per tensor.
+        rms = torch.stack(torch._foreach_norm(us)) / torch.tensor([u.numel() ** 0.5 for u in us], device=us[0].device)
+        scale = (group["clip_threshold"] / rms).clamp_max(1.0)
+        torch._foreach_mul_(us, list(scale.unbind(0)))
+        if b1 > 0:
+            ms = [s["m"] for s in states]
+            torch._foreach_lerp_(ms, [u.to(m.dtype) for u, m in zip(us, ms)], 1.0 - b1)
+            us = [m.float() for m in ms]
+        if group["weight_decay"]:
+            us = torch._foreach_add(us, [p.float() for p in ps], alpha=group["weight_decay"])
+        torch._foreach_add_(ps, [u.to(p.dtype) for u, p in zip(us, ps)], alpha=-group["lr"])
 
 
 def make_optimizer(model: torch.nn.Module, name: str, lr: float, betas: tuple[float, float],
                    weight_decay: float) -> torch.optim.Optimizer:
-    """"adafactor" (the paper's) or "adamw" (the baseline it replaced, for memory comparisons)."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """"adafactor" (the paper's) or "adamw" (the baseline it replaced, for memory comparisons).
+
+    Frozen parameters are included (they get no grad, so no update and no state): the state dict then has the
+    same layout whether or not MaskDiT's mask token trains, and a masked run can resume unmasked.
+    """
+    params = list(model.parameters())
     if name == "adafactor":
         return AdaFactor(params, lr=lr, betas=betas, weight_decay=weight_decay)
     if name == "adamw":

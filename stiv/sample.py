@@ -118,7 +118,8 @@ def run_sample(ckpt: str, shards: str, out: str, *, n: int = 4, steps: int = 20,
     batch = shard_conditions(shards, n, bucket)
     log.info("sampling %d clip(s) of %s with %s (step %d, %s), %d Euler steps, cfg %.2f", len(batch["key"]),
              tuple(batch["latent"].shape[1:]), ckpt, step, mode, steps, cfg_scale)
-    z = generate(model, batch, mode=mode, steps=steps, cfg_scale=cfg_scale, seed=seed, device=dev).cpu()
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):  # the state stays fp32
+        z = generate(model, batch, mode=mode, steps=steps, cfg_scale=cfg_scale, seed=seed, device=dev).float().cpu()
     outdir = Path(out)
     outdir.mkdir(parents=True, exist_ok=True)
     decoder = load_vae(vae, dev) if vae else None

@@ -6,6 +6,8 @@
 Each step: flow-matching loss (stiv.flow.training_loss) under bf16 autocast -> backward -> clip 1.0 ->
 AdaFactor -> EMA. Logs loss, grad norm, LR and throughput; checkpoints ``{model, ema, opt, step, config}``
 plus the RNG and data position, so ``resume`` replays exactly the steps an uninterrupted run would take.
+Exact replay re-reads the batches already seen (minutes for a long run); ``exact_resume=False`` skips that and
+re-seeds the data stream instead. The world size must not change across a resume (per-rank RNG states).
 """
 
 from __future__ import annotations
@@ -144,11 +146,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> list[float]:
         opt.load_state_dict(ckpt["opt"])
         step = int(ckpt["step"])
         states = ckpt["rng"]["gen"]
-        if len(states) != world:
+        if len(states) == world:
+            gen.set_state(states[rank])
+        elif cfg.exact_resume:
             raise ValueError(f"{ckpt_path} was written by {len(states)} ranks, this run has {world}; exact resume "
-                             f"needs the same world size")
-        gen.set_state(states[rank])
-        log.info("resumed %s at step %d", ckpt_path, step)
+                             f"needs the same world size (or pass --no-exact-resume)")
+        else:
+            gen.manual_seed(cfg.seed * 7919 + rank + 1_000_003 * step)
+        if rank == 0:
+            log.info("resumed %s at step %d", ckpt_path, step)
     model.set_grad_checkpointing(cfg.grad_ckpt)
     net: torch.nn.Module = model
     if world > 1:
@@ -156,12 +162,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> list[float]:
     if cfg.compile:
         net = torch.compile(net)
 
+    # The stream is a pure function of its seed. Exact resume replays (reads and decodes) the batches already
+    # seen; otherwise the stream restarts with a seed derived from the step: the same distribution, no replay.
+    data_seed = cfg.seed if cfg.exact_resume else cfg.seed + 1_000_003 * step
     stream = ShardStream(index, cfg.batch_size, bucket=cfg.bucket, shuffle_buffer=cfg.shuffle_buffer,
-                         resampled=cfg.resampled, rank=rank, world_size=world, seed=cfg.seed,
+                         resampled=cfg.resampled, rank=rank, world_size=world, seed=data_seed,
                          pad_text_to=cfg.pad_text_to)
     batches = _batches(stream, cfg, pin=device.type == "cuda")
-    for _ in range(step):  # replay the data position: the stream is a pure function of the seed
-        next(batches)
+    if cfg.exact_resume and step:
+        if rank == 0:
+            log.info("replaying %d batches to reach the data position of step %d (exact_resume)", step, step)
+        for _ in range(step):
+            next(batches)
 
     if rank == 0:
         log.info("STIV %s: %.1fM params, mode %s, %d rank(s), device %s, %s, optimizer %s, mask %.2f, ckpt %s",
