@@ -1,0 +1,143 @@
+"""The report in a real headless Chromium: the page of a real ``vde demo`` run shows the manifest's numbers,
+draws its charts, loads nothing from anywhere and logs no error; the synthetic run's page shows the exact
+drop reasons and categories, and its gallery sorts and filters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+from dashboard.report import build_report
+from dashboard.synthetic import write_synthetic_run
+from engine.manifest import Manifest
+
+FUNNEL = "Object.fromEntries([...document.querySelectorAll('ol.funnel li')].map(l => " \
+         "[l.dataset.metric, Number(l.querySelector('.num').dataset.value)]))"
+FUNNEL_TEXT = "Object.fromEntries([...document.querySelectorAll('ol.funnel li')].map(l => " \
+              "[l.dataset.metric, Number(l.querySelector('.num').textContent.replace(/,/g, ''))]))"
+# Each chart: [its drawn marks with a real size, its own size on screen].
+CHARTS = """[...document.querySelectorAll('svg.chart')].map(s => {
+  const r = s.getBoundingClientRect();
+  const marks = [...s.querySelectorAll('rect.bar')].filter(b => b.getBBox().width > 0 && b.getBBox().height > 0);
+  return [s.closest('[data-chart]') ? s.closest('[data-chart]').dataset.chart : '?', marks.length,
+          Math.round(r.width), Math.round(r.height)];
+})"""
+CARDS = "[...document.querySelectorAll('#gallery-grid figure.clip')]"
+
+
+def _png_is_a_picture(path: Path) -> None:
+    from PIL import Image
+
+    image = np.asarray(Image.open(path).convert("L"))
+    assert image.shape[0] > 900 and image.shape[1] == 1400
+    assert image.std() > 10  # not a blank page
+
+
+def _check_page(browser, html: Path) -> None:
+    browser.open(html.as_uri())
+    assert browser.console_errors() == []
+    assert all(u.startswith(("file:", "data:")) for u in browser.requested_urls()), browser.requested_urls()
+    charts = browser.eval(CHARTS)
+    assert charts, "no chart on the page"
+    for name, marks, width, height in charts:
+        assert marks > 0 and width > 100 and height >= 20, (name, marks, width, height)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    from engine.cli import main
+
+    out = tmp_path_factory.mktemp("demo") / "run"
+    assert main(["demo", "--output", str(out), "--no-progress"]) == 0
+    assert main(["report", str(out)]) == 0
+    return out
+
+
+def test_demo_report_shows_the_manifest_numbers(browser, demo_run, tmp_path):
+    html = demo_run / "report" / "index.html"
+    _check_page(browser, html)
+    manifest = Manifest(str(demo_run))
+    videos, clips = manifest.read("videos"), manifest.read("clips")
+    ok = pc.equal(clips.column("status"), "ok")
+    expected = {"videos": videos.num_rows,
+                "videos_ok": int(pc.sum(pc.equal(videos.column("status"), "ok").cast("int64")).as_py()),
+                "videos_with_clips": len(set(pc.filter(clips.column("video_id"), ok).to_pylist())),
+                "clips": clips.num_rows}
+    if clips.num_rows - int(pc.sum(ok.cast("int64")).as_py()):
+        expected["clips_ok"] = int(pc.sum(ok.cast("int64")).as_py())
+    if "keep" in clips.column_names:
+        expected["kept"] = int(pc.sum(pc.and_(ok, pc.fill_null(clips.column("keep"), True)).cast("int64")).as_py())
+    if "shard" in clips.column_names:
+        expected["sharded"] = int(pc.sum(pc.is_valid(clips.column("shard")).cast("int64")).as_py())
+    assert browser.eval(FUNNEL) == expected
+    assert browser.eval(FUNNEL_TEXT) == expected  # what a person reads
+    assert expected["clips"] > 0 and expected["videos"] == 3 and expected.get("sharded", 0) > 0
+    # every demo clip is in the gallery, each with its decoded frame strip
+    cards = browser.eval(f"{CARDS}.map(f => [f.dataset.id, getComputedStyle(f.querySelector('.thumb'))"
+                         ".backgroundImage.slice(0, 27)])")
+    assert sorted(c[0] for c in cards) == sorted(clips.column("clip_id").to_pylist())
+    assert all(img == 'url("data:image/jpeg;base64' for _, img in cards)
+    shot = tmp_path / "demo.png"
+    browser.screenshot(shot)
+    _png_is_a_picture(shot)
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory, demo_videos) -> tuple[Path, dict]:
+    folder, truth = demo_videos
+    sources = [{"uri": str(folder / name), "frames": g.frames, "width": g.width, "height": g.height,
+                "fps": float(g.fps)} for name, g in truth.items()]
+    out = tmp_path_factory.mktemp("synthetic") / "run"
+    gt = write_synthetic_run(str(out), clips=2000, seed=7, sources=sources)
+    build_report(str(out), gallery=48)
+    return out, gt
+
+
+def test_synthetic_report_counts_sorting_and_filters(browser, synthetic_run, tmp_path):
+    out, gt = synthetic_run
+    _check_page(browser, out / "report" / "index.html")
+    assert browser.eval(FUNNEL_TEXT) == {k: gt[k] for k in ("videos", "videos_ok", "videos_with_clips", "clips",
+                                                            "clips_ok", "kept", "sharded")}
+    reasons = browser.eval("Object.fromEntries([...document.querySelectorAll('#drop-reasons tr[data-reason]')]"
+                           ".map(r => [r.cells[0].textContent, Number(r.cells[1].textContent.replace(/,/g, ''))]))")
+    assert reasons == gt["reasons"]
+    categories = browser.eval("Object.fromEntries([...document.querySelectorAll('table[data-table=Category] "
+                              "tr[data-label]')].map(r => [r.dataset.label, Number(r.dataset.count)]))")
+    assert categories == gt["categories"]
+    assert browser.eval("document.querySelectorAll('#scores svg.chart .thr').length") == 5
+    dsg = gt["dsg"]
+    tiles = browser.eval("Object.fromEntries([...document.querySelectorAll('#dsg [data-dsg]')]"
+                         ".map(e => [e.dataset.dsg, e.querySelector('.v').textContent]))")
+    assert tiles["captions"] == f"{dsg['captions']:,}" and tiles["total_objects"] == f"{dsg['total_objects']:,}"
+    assert tiles["dsg_video_i"] == f"{100 * dsg['dsg_video_i']:.1f}%"
+    assert tiles["dsg_video_s"] == f"{100 * dsg['dsg_video_s']:.1f}%"
+
+    # sort by aesthetic, highest first: the cards come in that order, clips without a value last
+    browser.eval("(s => { s.value = 'aesthetic_score'; s.dispatchEvent(new Event('change')); })"
+                 "(document.getElementById('gallery-sort'))")
+    values = browser.eval(f"{CARDS}.map(f => f.querySelector('dd[data-score=aesthetic_score]').textContent)")
+    numbers = [float(v) for v in values if v != "–"]
+    assert len(numbers) > 40 and numbers == sorted(numbers, reverse=True)
+    browser.eval("document.getElementById('gallery-dir').click()")
+    values = browser.eval(f"{CARDS}.map(f => f.querySelector('dd[data-score=aesthetic_score]').textContent)")
+    assert [float(v) for v in values if v != "–"] == sorted(numbers)
+
+    # show dropped clips only, then one reason: every card shown carries it
+    browser.eval("document.querySelector('#gallery-show [data-show=dropped]').click()")
+    shown = browser.eval(f"{CARDS}.map(f => f.className)")
+    assert shown and all("dropped" in c for c in shown)
+    browser.eval("(s => { s.value = 'blurry'; s.dispatchEvent(new Event('change')); })"
+                 "(document.getElementById('gallery-reason'))")
+    texts = browser.eval(f"{CARDS}.map(f => f.querySelector('.reason').textContent)")
+    assert all("blurry" in t for t in texts)
+    # a click opens the clip's details
+    browser.eval(f"{CARDS}.length && {CARDS}[0].click()")
+    if texts:
+        assert browser.eval("document.getElementById('modal').hidden") is False
+    assert browser.console_errors() == []
+    shot = tmp_path / "synthetic.png"
+    browser.screenshot(shot)
+    _png_is_a_picture(shot)
