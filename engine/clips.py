@@ -21,6 +21,7 @@ from engine.stage import RunContext, Stage, StageError, map_rows
 from engine.video import VideoError, iter_frames
 
 log = logging.getLogger(__name__)
+ENCODER_THREADS = 2
 
 
 @dataclass(kw_only=True)
@@ -74,6 +75,7 @@ def cut_clip(path: str, start: int, end: int, mode: str = "auto", crf: int = 18,
     with av.open(path) as container:
         stream = container.streams.video[0]
         packets = [(p.pts, bool(p.is_keyframe)) for p in container.demux(stream) if p.size and p.pts is not None]
+        del stream
     decode_order = [pts for pts, _ in packets]
     keyframes = {pts for pts, key in packets if key}
     pts_sorted = sorted(decode_order)
@@ -105,15 +107,16 @@ def _copy(path: str, first_pts: int, last_pts: int) -> bytes:
             packet.dts = packet.dts - first_pts if packet.dts is not None else None
             packet.stream = out
             dst.mux(packet)
-        packet = None  # noqa: F841 - no Packet may outlive its container (see engine.video.iter_frames)
+        packet = stream = None  # noqa: F841 - nothing of the input may outlive its container (engine.video)
     return buffer.getvalue()
 
 
 def _encode(path: str, start: int, end: int, crf: int, preset: str, max_side: int) -> bytes:
     buffer = io.BytesIO()
     with av.open(path) as src, av.open(buffer, "w", format="mp4") as dst:
+        # Slice threads only: a frame-threaded decoder freed after its container closed deadlocks FFmpeg
+        # (engine.video.iter_frames), and x264 dominates the time here anyway.
         stream = src.streams.video[0]
-        stream.thread_type = "AUTO"
         width, height = stream.codec_context.width, stream.codec_context.height
         if max_side and max(width, height) > max_side:
             scale = max_side / max(width, height)
@@ -123,6 +126,9 @@ def _encode(path: str, start: int, end: int, crf: int, preset: str, max_side: in
         out = dst.add_stream("libx264", rate=stream.average_rate or 25)
         out.width, out.height, out.pix_fmt, out.time_base = width, height, "yuv420p", time_base
         out.options = {"crf": str(crf), "preset": preset}
+        # x264's output depends on its thread count; a fixed count makes a clip byte-identical on every
+        # machine and worker (Ray workers see other CPU counts), which resume relies on.
+        out.codec_context.thread_count = ENCODER_THREADS
         first_time = None
         frames = iter_frames(src, stream)
         for index, frame in enumerate(frames):
@@ -140,4 +146,5 @@ def _encode(path: str, start: int, end: int, crf: int, preset: str, max_side: in
         frames.close()  # release the demuxer's last packet while the container is still open
         for encoded in out.encode(None):
             dst.mux(encoded)
+        del stream
     return buffer.getvalue()

@@ -114,7 +114,9 @@ def detect_transitions(path: str, cfg: DetectorConfig) -> Transitions:
                 index += 1
         except av.error.FFmpegError as exc:
             truncated = f"decoding stopped at frame {index}: {type(exc).__name__}"
-        frames.close()
+        finally:
+            frames.close()
+            stream = frame = None  # a frame-threaded decoder must be freed before its container closes
         bad_packets = skipped[0]
         if index == 0:
             raise VideoError("no frame could be decoded" + (f" ({truncated})" if truncated else ""))

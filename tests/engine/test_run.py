@@ -43,7 +43,9 @@ def _videos(out: Path) -> list[dict]:
 
 
 def _assert_same_rows(got: list[dict], want: list[dict]) -> None:
-    assert len(got) == len(want)
+    key = lambda r: r.get("clip_id") or r.get("video_id")  # noqa: E731
+    missing, extra = {key(r) for r in want} - {key(r) for r in got}, {key(r) for r in got} - {key(r) for r in want}
+    assert not missing and not extra and len(got) == len(want), f"missing {missing}, extra {extra}"
     for a, b in zip(got, want):
         diff = {k: (a.get(k), b.get(k)) for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
         assert not diff, f"row {a.get('clip_id') or a.get('video_id')} differs: {diff}"
