@@ -59,14 +59,22 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _load_pipeline(name: str):
+    """The validated pipeline, or None after printing every problem with it."""
     from engine.pipeline import PipelineError, load_pipeline
-    from engine.run import run_pipeline
 
     try:
-        pipeline = load_pipeline(args.pipeline)
+        return load_pipeline(name)
     except PipelineError as exc:
         console.print(f"[red]{exc}[/red]")
+        return None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from engine.run import run_pipeline
+
+    pipeline = _load_pipeline(args.pipeline)
+    if pipeline is None:
         return 2
     executor = _executor(args)
     try:
@@ -85,15 +93,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from engine.samples import write_demo_videos
 
     out = Path(args.output)
-    inputs = out / "sample_videos"
-    write_demo_videos(inputs)
-    extra = [Path(p) for p in getattr(args, "extra_inputs", []) or []]
-    log.info("demo sample: %s", inputs)
+    write_demo_videos(out / "sample_videos")
+    log.info("demo sample: %s", out / "sample_videos")
     args.pipeline = args.pipeline or "demo"
-    args.input = str(inputs)
-    args.output = str(out)
-    for path in extra:
-        log.info("extra input ignored in demo: %s", path)
+    args.input = str(out / "sample_videos")
     status = cmd_run(args)
     if status == 0 and not args.no_report:
         try:
@@ -140,12 +143,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from engine.pipeline import PipelineError, load_pipeline
-
-    try:
-        pipeline = load_pipeline(args.pipeline)
-    except PipelineError as exc:
-        console.print(f"[red]{exc}[/red]")
+    pipeline = _load_pipeline(args.pipeline)
+    if pipeline is None:
         return 2
     console.print(f"{pipeline.source}: ok — " + " -> ".join(s.name for s in pipeline.stages))
     return 0

@@ -21,7 +21,10 @@ from engine.stage import RunContext, Stage, StageError, map_rows
 from engine.video import VideoError, iter_frames
 
 log = logging.getLogger(__name__)
-ENCODER_THREADS = 2
+# x264's output depends on thread timing when it runs frame threads under load (measured: clip sizes
+# differed between identical runs on a busy machine), so each clip is encoded on one thread and clips are
+# encoded in parallel instead; that keeps every clip byte-identical across runs, which resume relies on.
+ENCODER_THREADS = 1
 
 
 @dataclass(kw_only=True)
@@ -38,6 +41,7 @@ class WriteClips(Stage):
     crf: int = 18  # x264 quality (lower is better); 18 is visually lossless for most footage
     preset: str = "veryfast"  # x264 speed/size trade-off
     max_side: int = 0  # downscale so the longer side is at most this (0 = keep the size)
+    threads: int = 2  # clips encoded at once (each on one x264 thread, for byte-identical output)
     batch_size: int = 4
 
     def setup(self, ctx: RunContext) -> None:
@@ -45,10 +49,11 @@ class WriteClips(Stage):
         self.out_uri = ctx.output.rstrip("/")
 
     def check(self) -> list[str]:
-        return [] if 0 <= self.crf <= 51 else [f"'crf' must be within 0..51, got {self.crf}"]
+        problems = [] if 0 <= self.crf <= 51 else [f"'crf' must be within 0..51, got {self.crf}"]
+        return problems + ([] if self.threads >= 1 else [f"'threads' must be >= 1, got {self.threads}"])
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
-        return map_rows(batch, self.name, self._write)
+        return map_rows(batch, self.name, self._write, threads=self.threads)
 
     def _write(self, row: dict) -> dict:
         if row.get("clip_id") is None:
@@ -126,8 +131,6 @@ def _encode(path: str, start: int, end: int, crf: int, preset: str, max_side: in
         out = dst.add_stream("libx264", rate=stream.average_rate or 25)
         out.width, out.height, out.pix_fmt, out.time_base = width, height, "yuv420p", time_base
         out.options = {"crf": str(crf), "preset": preset}
-        # x264's output depends on its thread count; a fixed count makes a clip byte-identical on every
-        # machine and worker (Ray workers see other CPU counts), which resume relies on.
         out.codec_context.thread_count = ENCODER_THREADS
         first_time = None
         frames = iter_frames(src, stream)

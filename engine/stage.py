@@ -14,6 +14,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -198,17 +199,25 @@ def _add_timing(table: pa.Table, stage: str, per_row: float) -> pa.Table:
     return table.append_column(name, seconds)
 
 
-def map_rows(batch: pa.Table, stage: str, fn: Callable[[dict], dict | list[dict]]) -> pa.Table:
+def map_rows(batch: pa.Table, stage: str, fn: Callable[[dict], dict | list[dict]], threads: int = 1) -> pa.Table:
     """Apply ``fn`` to each row (as a dict); it returns the output row, or a list of rows for a splitter.
-    A ``StageError`` on one row turns that row into an error row and the others go on."""
-    out: list[dict] = []
-    for row in batch.to_pylist():
+    A ``StageError`` on one row turns that row into an error row and the others go on. ``threads`` > 1
+    runs rows concurrently (for work that releases the GIL, such as FFmpeg encoding)."""
+
+    def one(row: dict) -> list[dict]:
         try:
             result = fn(row)
         except StageError as exc:
-            out.append({**row, "status": ERROR, "error": f"{stage}: {row.get('uri')}: {exc}"})
-            continue
-        out.extend(result if isinstance(result, list) else [result])
+            return [{**row, "status": ERROR, "error": f"{stage}: {row.get('uri')}: {exc}"}]
+        return result if isinstance(result, list) else [result]
+
+    rows = batch.to_pylist()
+    if threads > 1 and len(rows) > 1:
+        with ThreadPoolExecutor(min(threads, len(rows))) as pool:
+            results = list(pool.map(one, rows))
+    else:
+        results = [one(row) for row in rows]
+    out = [r for result in results for r in result]
     if not out:
         return batch.slice(0, 0)
     # Every key of every row: an error row lacks the columns the stage adds, and from_pylist would take
