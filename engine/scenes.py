@@ -98,7 +98,11 @@ def detect_transitions(path: str, cfg: DetectorConfig) -> Transitions:
         time_base = float(stream.time_base or 1)
         fps = float(stream.average_rate or stream.guessed_rate or 25)
         detector = _make_detector(cfg, fps)
-        grays, times, cuts = [], [], []
+        # Per frame only what the later passes need: luma statistics and a 48-px grey thumbnail
+        # (1.3 kB), so an hour of video costs ~150 MB here, not gigabytes of full detection frames.
+        thumbs, stds, means, times, cuts = [], [], [], [], []
+        thumb_w = min(BLEND_WIDTH, small_w)
+        thumb_h = max(1, round(small_h * thumb_w / small_w))
         truncated = ""
         index = 0
         skipped = [0]
@@ -108,7 +112,11 @@ def detect_transitions(path: str, cfg: DetectorConfig) -> Transitions:
                 small = small_bgr(frame, small_w, small_h)
                 timecode = FrameTimecode(index, fps=fps)
                 cuts += [tc.frame_num for tc in detector.process_frame(timecode, small)]
-                grays.append(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY))
+                gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+                mean, std = cv2.meanStdDev(gray)
+                means.append(float(mean[0, 0]))
+                stds.append(float(std[0, 0]))
+                thumbs.append(cv2.resize(gray, (thumb_w, thumb_h), interpolation=cv2.INTER_AREA))
                 pts = frame.pts if frame.pts is not None else index / fps / time_base
                 times.append(pts * time_base)
                 index += 1
@@ -124,13 +132,12 @@ def detect_transitions(path: str, cfg: DetectorConfig) -> Transitions:
             cuts += [tc.frame_num for tc in detector.post_process(FrameTimecode(index, fps=fps))]
     # The frame_num PySceneDetect reports is our decoded index: we gave it that index as the timecode.
     cuts = sorted({c for c in cuts if 0 < c < index})
-    gray = np.stack(grays).astype(np.float32)
+    thumb = np.stack(thumbs).astype(np.float32)
     times_arr = np.asarray(times, dtype=np.float64)
     times_arr -= times_arr.min()
-    flat = gray.reshape(len(gray), -1)
-    std, mean = flat.std(axis=1), flat.mean(axis=1)
+    std, mean = np.asarray(stds), np.asarray(means)
     solid = (std < cfg.solid_std) | (((mean < 20) | (mean > 235)) & (std < cfg.dark_std))
-    gradual = find_gradual(gray, cuts, cfg) if cfg.gradual else []
+    gradual = find_gradual(thumb, cuts, cfg) if cfg.gradual else []
     return Transitions(frames=index, times=times_arr, cuts=cuts, gradual=gradual, solid=solid,
                        bad_packets=bad_packets, truncated=truncated)
 
@@ -153,7 +160,8 @@ BLEND_WIDTH = 48  # gradual transitions are checked on frames this wide: small m
 
 
 def find_gradual(gray: np.ndarray, cuts: list[int], cfg: DetectorConfig) -> list[tuple[int, int]]:
-    """Twin-comparison gradual transitions in ``gray`` ``[N, h, w]`` float frames, blend-checked.
+    """Twin-comparison gradual transitions in ``gray`` ``[N, h, w]`` float frames (shrunk to 48 px wide
+    here if wider), blend-checked.
 
     The frame difference is measured against its local floor (25th percentile over +-30 frames), so a
     steady camera pan does not look like a transition while a dissolve on top of it does.
@@ -163,7 +171,8 @@ def find_gradual(gray: np.ndarray, cuts: list[int], cfg: DetectorConfig) -> list
         return []
     width = min(BLEND_WIDTH, gray.shape[2])
     height = max(1, round(gray.shape[1] * width / gray.shape[2]))
-    small = np.stack([cv2.resize(g, (width, height), interpolation=cv2.INTER_AREA) for g in gray])
+    small = gray if gray.shape[2] == width else np.stack(
+        [cv2.resize(g, (width, height), interpolation=cv2.INTER_AREA) for g in gray])
     diff = np.abs(np.diff(small, axis=0)).mean(axis=(1, 2))  # diff[i]: change from frame i to i + 1
     padded = np.pad(diff, 30, mode="edge")
     floor = np.percentile(np.lib.stride_tricks.sliding_window_view(padded, 61), 25, axis=1)
