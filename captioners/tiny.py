@@ -146,22 +146,15 @@ def _build_one(kind: str, target: Path, seed: int) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def build_tiny_models(folder: str | os.PathLike, kinds: tuple[str, ...] = KINDS, seed: int = 0) -> dict[str, str]:
+def build_tiny_models(folder: str | os.PathLike, kinds: tuple[str, ...] = KINDS) -> dict[str, str]:
     """Build (once) and save tiny random-weight models under ``folder``; return ``{kind: path}``.
 
-    Kinds: ``qwen2_5_vl``, ``qwen2_vl``, ``qwen3_vl`` (video VLMs) and ``llm`` (a Qwen2 text LLM). A model
-    already saved there by the same ``TINY_VERSION`` is reused, so calling this on every ``vde demo`` is cheap.
+    Kinds: ``qwen2_5_vl``, ``qwen2_vl``, ``qwen3_vl`` (video VLMs) and ``llm`` (a Qwen2 text LLM). The same
+    builders and cache as the ``tiny:NAME`` names (engine/tiny.py): a model already there is reused.
     """
-    root = Path(folder)
-    root.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for kind in kinds:
-        target = root / f"tiny-{kind}-v{TINY_VERSION}"
-        if not (target / "config.json").exists():
-            log.info("building tiny random-weight %s model in %s", kind, target)
-            _build_one(kind, target, seed)
-        paths[kind] = str(target)
-    return paths
+    from engine.tiny import tiny_path
+
+    return {kind: tiny_path(kind, folder) for kind in kinds}
 
 
 def _builder(kind: str):
