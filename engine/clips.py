@@ -21,9 +21,10 @@ from engine.stage import RunContext, Stage, StageError, map_rows
 from engine.video import VideoError, iter_frames
 
 log = logging.getLogger(__name__)
-# x264's output depends on thread timing when it runs frame threads under load (measured: clip sizes
-# differed between identical runs on a busy machine), so each clip is encoded on one thread and clips are
-# encoded in parallel instead; that keeps every clip byte-identical across runs, which resume relies on.
+# x264 with frame threads gave different bytes for the same clip between runs on a busy machine, so each
+# clip is encoded on one thread and clips are encoded in parallel instead. That removed most of the
+# variation, not all of it: a clip can still differ by a few bytes under load (cause not found); manifests
+# and clip boundaries stay exact, and a resumed run keeps the files already written.
 ENCODER_THREADS = 1
 
 
@@ -41,7 +42,7 @@ class WriteClips(Stage):
     crf: int = 18  # x264 quality (lower is better); 18 is visually lossless for most footage
     preset: str = "veryfast"  # x264 speed/size trade-off
     max_side: int = 0  # downscale so the longer side is at most this (0 = keep the size)
-    threads: int = 2  # clips encoded at once (each on one x264 thread, for byte-identical output)
+    threads: int = 2  # clips encoded at once (each on one x264 thread; see ENCODER_THREADS)
     batch_size: int = 4
 
     def setup(self, ctx: RunContext) -> None:

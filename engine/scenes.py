@@ -3,7 +3,8 @@ clips that never span a cut and never contain a transition frame.
 
 One decode pass per video: PyAV decodes every frame (all codecs, exact presentation times, VFR-safe, bad
 packets skipped; in-loop deblocking skipped, which small frames do not miss) and each frame is shrunk
-plane by plane to a small BGR frame, which is all the detectors need. PySceneDetect's detectors run on those small frames. Gradual transitions are found by
+plane by plane to a small BGR frame, which is all the detectors need. PySceneDetect's detectors run on
+those small frames. Gradual transitions are found by
 the twin-comparison method (Zhang et al., 1993): a run of frames whose difference stays above a low
 threshold and whose accumulated change reaches the cut threshold, kept only if its middle frame is a
 blend of the frames before and after it (which is what a fade or dissolve is, and a camera pan is not).
@@ -55,8 +56,8 @@ class DetectorConfig:
     gradual_min_frames: int = 4  # shortest gradual transition
     blend_tolerance: float = 0.35  # max residual of the blend fit, relative to the endpoint difference
     solid_std: float = 2.5  # luma standard deviation below which a frame is solid (one flat colour)
-    decode_threads: int = 0  # FFmpeg decoder threads per video; 0 = one per core (use 1 when videos run in parallel)
     dark_std: float = 6.0  # a near-black or near-white frame counts as solid below this deviation
+    decode_threads: int = 0  # FFmpeg decoder threads per video; 0 = one per core (1 when videos run in parallel)
 
 
 def _make_detector(cfg: DetectorConfig, fps: float):
