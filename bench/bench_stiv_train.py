@@ -1,7 +1,9 @@
 """Benchmark the STIV training step on synthetic in-memory batches (no shard I/O, no webdataset needed).
 
     python bench/bench_stiv_train.py                       # GPU: the full suite (XL 256^2x20 + a larger setting)
-    python bench/bench_stiv_train.py --compile             # same with torch.compile
+    python bench/bench_stiv_train.py --compile             # same with regional torch.compile (each block)
+    python bench/bench_stiv_train.py --suite sweep --batches 8,16,32 --compile   # batch-size sweep
+    python bench/bench_stiv_train.py --suite single --compile --profile 3        # + top CUDA kernels
     python bench/bench_stiv_train.py --preset debug --device cpu --steps 2 --suite single   # smoke run
 
 For each case it prints step time, tokens/s, analytic model FLOPs per step (the formula's inputs too), MFU
@@ -17,6 +19,18 @@ Model FLOPs (per step, forward x3 for forward + backward; recomputation from che
   plus patch embed and final layer 2 n P D each (P = C pt p^2); embedders (per clip, not per token) are ignored.
 tokens/s counts every video token of the clip (B T' n_s), masked or not; MFU uses the FLOPs above, so MaskDiT's
 saving shows up as more tokens/s at a similar MFU.
+
+Measured 2026-11-21, one H200, torch 2.11, bf16 autocast, fp32 weights + fp32 EMA, `--compile` (blocks), 10 steps
+after 3 (bench/results/stiv_train_h200.json; ceiling 713 TFLOP/s in that process):
+
+  case                                   batch  step s   tokens/s   MFU    peak GiB
+  XL 256^2x20  MaskDiT  AdaFactor          32   0.632    129,565   42.9%   126.7
+  XL 256^2x20  no mask  AdaFactor          16   0.600     68,295   42.7%   118.3
+  XXL 256^2x20 MaskDiT  AdaFactor          12   0.526     58,392   44.8%   101.1
+  XL 512^2x20  MaskDiT  AdaFactor, attn ckpt 8  0.845     97,006   33.3%    22.8   (recompute not counted)
+  memory, eager, batch 8: MaskDiT+AdaFactor 49.8 GiB, MaskDiT+AdamW 52.9, no mask+AdaFactor 83.1, no mask+AdamW 86.2
+  XL b32 with --compile-tuning: 0.607 s (another run, ceiling 733: 43.4%; 44.7% against 713)
+  XL MaskDiT at batch 8 / 16 / 32 (before packed temporal attention): 27.8% / 36.1% / 39.5%
 """
 
 from __future__ import annotations
@@ -26,15 +40,19 @@ import gc
 import json
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")  # big batches fragment less
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+import stiv.model  # noqa: E402
 from stiv.config import ModelConfig, preset  # noqa: E402
 from stiv.flow import training_loss  # noqa: E402
 from stiv.model import STIV, count_params  # noqa: E402
@@ -54,6 +72,7 @@ class Case:
     optimizer: str = "adafactor"  # adafactor | adamw
     grad_ckpt: str = "none"  # none | attn | full
     timed: bool = True  # False: a memory-only case (fewer steps, no MFU headline)
+    compiled: bool = True  # False: eager even with --compile
 
 
 def model_flops(cfg: ModelConfig, T: int, h: int, w: int, S: int, B: int, mask_ratio: float) -> dict:
@@ -122,6 +141,7 @@ def synthetic_batch(B: int, T: int, C: int, h: int, w: int, S: int, Dt: int, dev
 def run_case(case: Case, args: argparse.Namespace, device: torch.device, ceiling: float) -> dict:
     cfg = preset(case.preset).model
     cfg.text_dim, cfg.in_channels = args.text_dim, args.channels
+    torch._dynamo.reset()  # each case compiles afresh: shapes of earlier cases must not use up the recompile limit
     h = w = case.res // 8
     torch.manual_seed(0)
     model = STIV(cfg).to(device)
@@ -130,7 +150,13 @@ def run_case(case: Case, args: argparse.Namespace, device: torch.device, ceiling
     if case.mask_ratio == 0:
         model.mask_token.requires_grad_(False)
     model.set_grad_checkpointing(case.grad_ckpt)
-    net = torch.compile(model, mode=args.compile_mode) if args.compile else model
+    net = model
+    compile_mode = args.compile if case.compiled else None
+    options = {"coordinate_descent_tuning": True} if args.compile_tuning else None
+    if compile_mode == "model":
+        net = torch.compile(model, mode=args.compile_mode, dynamic=False, options=options)
+    elif compile_mode == "blocks":
+        model.compile_blocks(mode=args.compile_mode, dynamic=False, options=options)
     opt = make_optimizer(model, case.optimizer, 2e-4, (0.9, 0.999), 0.0)
     ema = [p.detach().clone().float() for p in model.parameters()] if args.ema else None
     gen = torch.Generator(device=device).manual_seed(0)
@@ -151,20 +177,27 @@ def run_case(case: Case, args: argparse.Namespace, device: torch.device, ceiling
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     steps = args.steps if case.timed else min(args.steps, 3)
+    t = time.perf_counter()
     for _ in range(args.warmup):
         step()
     _sync(device)
+    warmup_s = time.perf_counter() - t
     t = time.perf_counter()
-    for _ in range(steps):
-        loss = step()
+    losses = [step() for _ in range(steps)]
     _sync(device)
     dt = (time.perf_counter() - t) / steps
+    nonfinite = int((~torch.isfinite(torch.stack(losses))).sum())
+    loss = losses[-1]
+    if args.profile and case.timed and not getattr(args, "_profiled", False):
+        args._profiled = True
+        profile_steps(step, args.profile, device, case.name)
     fl = model_flops(cfg, case.frames, h, w, args.text_len, case.batch, case.mask_ratio)
     peak = args.peak_tflops * 1e12 if args.peak_tflops else None
     res = {"case": case.name, "preset": case.preset, "params_M": round(count_params(model) / 1e6, 1),
            "video": f"{case.res}x{case.res}x{case.frames}", "batch": case.batch, "mask_ratio": case.mask_ratio,
            "optimizer": case.optimizer, "grad_ckpt": case.grad_ckpt, "precision": args.precision,
-           "compile": args.compile, "ema": args.ema, "step_s": round(dt, 4),
+           "compile": compile_mode,
+           "compile_tuning": args.compile_tuning, "short_attention": stiv.model.SHORT_FORM, "ema": args.ema, "step_s": round(dt, 4), "warmup_s": round(warmup_s, 1),
            "tokens_per_s": round(fl["tokens_per_step"] / dt),
            "clips_per_s": round(case.batch / dt, 2), "tokens_per_step": fl["tokens_per_step"],
            "model_gflop_per_step": round(fl["flops_per_step"] / 1e9, 3),
@@ -174,7 +207,7 @@ def run_case(case: Case, args: argparse.Namespace, device: torch.device, ceiling
            "attn_flop_fraction": round(fl["attn_fraction"], 3),
            "approx_6ND_gflop": round(fl["approx_6ND"] / 1e9, 3), "flop_inputs": fl["inputs"],
            "peak_mem_GiB": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
-           "loss": round(float(loss), 4)}
+           "loss": round(float(loss), 4), "nonfinite_loss_steps": nonfinite}
     log.info("%s", json.dumps(res))
     del model, net, opt, batch, ema
     gc.collect()
@@ -183,35 +216,63 @@ def run_case(case: Case, args: argparse.Namespace, device: torch.device, ceiling
     return res
 
 
+def profile_steps(step, n: int, device: torch.device, name: str) -> None:  # noqa: ANN001 - the step closure
+    """Top kernels of n more steps by device time: where the step goes (matmul vs attention vs the rest)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for _ in range(n):
+            step()
+        _sync(device)
+    key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    print(f"--- profile {name}: {n} steps, top ops by {key}", file=sys.stderr)
+    print(prof.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=90), file=sys.stderr)
+
+
 def suite(args: argparse.Namespace) -> list[Case]:
     B, R, T, main, big = args.batch_size, args.res, args.frames, args.preset, args.large
     if args.suite == "single":
         return [Case(name="single", preset=main, res=R, frames=T, batch=B, mask_ratio=args.mask_ratio,
                      optimizer=args.optimizer, grad_ckpt=args.grad_ckpt)]
-    tag = f"{R}x{T}"
+    if args.suite == "sweep":
+        return [Case(name=f"{main}-{R}x{T}-b{b}", preset=main, res=R, frames=T, batch=b, mask_ratio=args.mask_ratio,
+                     optimizer=args.optimizer, grad_ckpt=args.grad_ckpt) for b in args.batches]
+    # The timed cases keep ~40k video tokens per step (B clips at 50% MaskDiT = B/2 unmasked); the memory
+    # cases compare optimizers and MaskDiT at a fixed small batch, eager (the paper's 28 GB -> 11 GB claim).
+    tag, mb = f"{R}x{T}", args.mem_batch
     cases = [
         Case(name=f"{main}-{tag}-maskdit-adafactor", preset=main, res=R, frames=T, batch=B),
-        Case(name=f"{main}-{tag}-nomask-adafactor", preset=main, res=R, frames=T, batch=B, mask_ratio=0.0),
-        Case(name=f"{big}-{tag}-maskdit-adafactor", preset=big, res=R, frames=T, batch=B),
+        Case(name=f"{main}-{tag}-nomask-adafactor", preset=main, res=R, frames=T, batch=max(1, B // 2),
+             mask_ratio=0.0),
+        Case(name=f"{big}-{tag}-maskdit-adafactor", preset=big, res=R, frames=T, batch=max(1, B * 3 // 8)),
         Case(name=f"{main}-{2 * R}x{T}-maskdit-adafactor-ckpt", preset=main, res=2 * R, frames=T,
              batch=max(1, B // 4), grad_ckpt="attn"),
-        Case(name=f"mem-{main}-{tag}-maskdit-adamw", preset=main, res=R, frames=T, batch=B, optimizer="adamw",
-             timed=False),
-        Case(name=f"mem-{main}-{tag}-nomask-adamw", preset=main, res=R, frames=T, batch=B, mask_ratio=0.0,
-             optimizer="adamw", timed=False),
     ]
-    return [c for c in cases if big != main or not c.name.startswith(f"{big}-{tag}-maskdit") or c is cases[0]]
+    if big == main:
+        cases = [c for c in cases if not c.name.startswith(f"{big}-{tag}-maskdit") or c is cases[0]]
+    for mask in (0.5, 0.0):
+        for opt in ("adafactor", "adamw"):
+            cases.append(Case(name=f"mem-{main}-{tag}-{'maskdit' if mask else 'nomask'}-{opt}-b{mb}", preset=main,
+                              res=R, frames=T, batch=mb, mask_ratio=mask, optimizer=opt, timed=False,
+                              compiled=False))
+    return cases
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--suite", choices=["full", "single"], default="full", help="full: the case list; single: flags")
+    ap.add_argument("--suite", choices=["full", "single", "sweep"], default="full",
+                    help="full: the case list; single: one case from the flags; sweep: the flags at each --batches")
+    ap.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[8, 16, 32],
+                    help="sweep: comma-separated batch sizes")
+    ap.add_argument("--profile", type=int, default=0, help="profile N extra steps of the first timed case")
     ap.add_argument("--preset", default="xl", help="main model size: debug | xl | xxl | m")
     ap.add_argument("--large", help="the larger setting's size (default: xxl; debug with --preset debug)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--steps", type=int, default=10, help="timed steps per case")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (compile happens here)")
     ap.add_argument("--batch-size", type=int, help="clips per step (default: 32 on CUDA, 2 on CPU)")
+    ap.add_argument("--mem-batch", type=int, help="full suite: batch of the memory cases (default: 8 on CUDA, 1 on CPU)")
     ap.add_argument("--res", type=int, help="pixel resolution (default: 256 on CUDA, 64 on CPU)")
     ap.add_argument("--frames", type=int, help="frames (default: 20 on CUDA, 4 on CPU)")
     ap.add_argument("--mask-ratio", type=float, default=0.5, help="single: MaskDiT ratio (0 = off)")
@@ -219,18 +280,25 @@ def main() -> int:
     ap.add_argument("--grad-ckpt", default="none", choices=["none", "attn", "full"])
     ap.add_argument("--precision", default="autocast", choices=["autocast", "bf16", "fp32"],
                     help="autocast: fp32 weights + bf16 compute; bf16: bf16 weights")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the model")
+    ap.add_argument("--compile", nargs="?", const="blocks", default=None, choices=["blocks", "model"],
+                    help="torch.compile each block (regional, the default) or the whole model")
     ap.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
+    ap.add_argument("--compile-tuning", action="store_true",
+                    help="Inductor coordinate-descent tuning of the fused kernels (minutes more compile)")
+    ap.add_argument("--short-attention", default=stiv.model.SHORT_FORM, choices=["packed", "matmul"],
+                    help="form of the temporal (short-sequence) attention (stiv.model.short_attention)")
     ap.add_argument("--no-ema", dest="ema", action="store_false", help="leave out the EMA update and its copy")
     ap.add_argument("--peak-tflops", type=float, help="also report MFU against a nominal peak (H200 dense bf16: 989)")
     ap.add_argument("--channels", type=int, default=4, help="latent channels (SD VAE: 4)")
     ap.add_argument("--text-dim", type=int, default=768, help="text embedding width (CLIP-L 768, bigG 1280)")
     ap.add_argument("--text-len", type=int, default=77, help="padded text tokens")
     args = ap.parse_args()
+    stiv.model.SHORT_FORM = args.short_attention
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     args.batch_size = args.batch_size or (32 if cuda else 2)
+    args.mem_batch = args.mem_batch or (8 if cuda else 1)
     args.res = args.res or (256 if cuda else 64)
     args.frames = args.frames or (20 if cuda else 4)
     args.large = args.large or ("debug" if args.preset == "debug" else "xxl")

@@ -29,7 +29,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, help="peak learning rate (paper: 2e-4)")
     p.add_argument("--optimizer", choices=["adafactor", "adamw"])
     p.add_argument("--grad-ckpt", choices=["none", "attn", "full"], help="gradient checkpointing")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile each block (regional: one block's compile time)")
+    p.add_argument("--compile-tuning", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --compile: Inductor's coordinate-descent kernel tuning (~4%% faster steps on an H200, "
+                        "minutes more compile)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"])
     p.add_argument("--num-workers", type=int, help="DataLoader workers per rank")
     p.add_argument("--exact-resume", action=argparse.BooleanOptionalAction, default=None,
@@ -71,7 +75,7 @@ def train_config(args: argparse.Namespace):  # noqa: ANN201 - TrainConfig; impor
     cfg.shards, cfg.out, cfg.device = args.shards, args.out, args.device
     overrides = {"steps": args.steps, "batch_size": args.batch_size, "mode": args.mode, "bucket": args.bucket,
                  "lr": args.lr, "optimizer": args.optimizer, "grad_ckpt": args.grad_ckpt, "compile": args.compile,
-                 "precision": args.precision, "num_workers": args.num_workers, "init_from": args.init_from,
+                 "compile_tuning": args.compile_tuning, "precision": args.precision, "num_workers": args.num_workers, "init_from": args.init_from,
                  "log_every": args.log_every, "ckpt_every": args.ckpt_every, "seed": args.seed,
                  "exact_resume": args.exact_resume}
     for key, value in overrides.items():

@@ -14,6 +14,9 @@ Choices the paper leaves open [NF], made here:
   and re-inserts a learned mask token before the ``maskdit_depth`` extra blocks;
 - a clip whose frame count is not a multiple of ``patch_t`` (a T2I image: T=1) is padded by repeating its last
   frame and the output cropped back, the same as inflating the 2D patch conv over time.
+
+Speed: attention over short sequences (time: ~10 tokens) packs several sequences into one fused-kernel tile
+under a block-diagonal mask (``short_attention``); ``compile_blocks`` compiles one block and reuses it.
 """
 
 from __future__ import annotations
@@ -159,6 +162,32 @@ class TextEmbedder(nn.Module):
 
 # ----------------------------------------------------------------------------- attention
 
+# Fused attention kernels (flash, cuDNN) tile 64-128 queries per block, so the temporal attention's ~10-token
+# sequences waste most of every tile (bench_attention). Sequences up to this length take another route.
+SHORT_SEQ = 32
+SHORT_FORM = "packed"  # "packed" | "matmul"; see short_attention
+PACK_TOKENS = 128  # a fused kernel's query tile: how many tokens packing aims to fill
+
+
+def short_attention(q: Tensor, k: Tensor, v: Tensor, form: str = "packed") -> Tensor:
+    """softmax(q k^T / sqrt(d)) v over many short sequences. q, k, v [S, H, L, d] -> [S, H, L, d].
+
+    "packed": G sequences share one row of G*L tokens and a block-diagonal mask keeps each to itself, so the
+    fused kernel's tiles are full (G*L <= PACK_TOKENS, G divides S). "matmul": two batched matmuls with an
+    fp32 softmax (the fp32 round trip keeps Inductor's pattern matcher from fusing them back).
+    """
+    S, H, L, d = q.shape
+    G = next((g for g in range(max(1, PACK_TOKENS // L), 1, -1) if S % g == 0), 1)
+    if form == "packed" and G > 1:
+        def pack(x: Tensor) -> Tensor:
+            return x.view(S // G, G, H, L, d).transpose(1, 2).reshape(S // G, H, G * L, d)
+
+        seq = torch.arange(G * L, device=q.device) // L
+        o = F.scaled_dot_product_attention(pack(q), pack(k), pack(v), attn_mask=seq[:, None] == seq[None, :])
+        return o.view(S // G, H, G, L, d).transpose(1, 2).reshape(S, H, L, d)
+    s = (q @ k.transpose(-2, -1)) * d**-0.5
+    return s.float().softmax(dim=-1).to(v.dtype) @ v
+
 
 class Attention(nn.Module):
     """Self-attention: fused QKV, QK-RMSNorm (learned scale over head dim), RoPE, SDPA. [B, L, D] -> [B, L, D]."""
@@ -176,7 +205,11 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
         q = apply_rope(rms(q, self.q_norm), rope).to(v.dtype)
         k = apply_rope(rms(k, self.k_norm), rope).to(v.dtype)
-        o = F.scaled_dot_product_attention(q, k, v)  # non-causal, also in time (causal scored far worse)
+        # Non-causal, also in time (causal scored far worse in the paper).
+        if L <= SHORT_SEQ:
+            o = short_attention(q, k, v, SHORT_FORM)
+        else:
+            o = F.scaled_dot_product_attention(q, k, v)
         return self.proj(o.transpose(1, 2).reshape(B, L, D))
 
 
@@ -314,6 +347,12 @@ class STIV(nn.Module):
         """"none" | "attn" (keep only attention outputs) | "full" (keep only block inputs)."""
         for blk in [*self.blocks, *self.decoder_blocks]:
             blk.ckpt = mode
+
+    def compile_blocks(self, **kw) -> None:  # noqa: ANN003 - torch.compile options
+        """Regional compilation: each block compiles on its own and identical blocks reuse the code, so
+        compile time stays that of one block (plus one recompile for the unmasked decoder blocks)."""
+        for blk in [*self.blocks, *self.decoder_blocks]:
+            blk.compile(**kw)
 
     def condition(self, t: Tensor, pooled: Tensor, micro: Tensor) -> Tensor:
         """Singleton condition [B, D] = LN(t emb) + LN(pooled text emb) + sum_k LN(micro_k emb)."""

@@ -23,6 +23,10 @@ from torch import Tensor
 
 
 class AdaFactor(torch.optim.Optimizer):
+    """The update runs on whole groups with foreach ops (one launch covers many tensors) and per-shape stacks
+    for the factored statistics. A torch.compile'd update was measured too: about as fast on an H200 for
+    STIV-XL, but it took ~5 minutes to compile (one graph over 777 tensors), so it is not offered."""
+
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict],
@@ -44,17 +48,51 @@ class AdaFactor(torch.optim.Optimizer):
     def _factored(p: Tensor, min_dim: int) -> bool:
         return p.ndim >= 2 and p.shape[-1] >= min_dim and p.shape[-2] >= min_dim
 
-    @torch.no_grad()
-    def step(self, closure=None):  # noqa: ANN001, ANN201 - torch.optim.Optimizer signature
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            ps = [p for p in group["params"] if p.grad is not None]
-            if ps:
-                self._update(group, ps)
-        return loss
+    @staticmethod
+    def _update(group: dict, ps: list[Tensor], states: list[dict], bias: float) -> None:
+        b1, b2 = group["betas"]
+        eps = group["eps"]
+        gs = [p.grad.float() for p in ps]
+        g2 = torch._foreach_mul(gs, gs)
+        torch._foreach_add_(g2, eps)
+        vs: list[Tensor] = [st.get("v") for st in states]  # full second moments; factored ones filled below
+        full = [i for i, st in enumerate(states) if "v" in st]
+        if full:
+            torch._foreach_lerp_([vs[i] for i in full], [g2[i] for i in full], 1.0 - b2)
+        # Factored matrices of one shape (a transformer has a handful of shapes) are stacked, so their row and
+        # column statistics take a few launches per shape instead of per matrix: one extra copy of g^2 buys
+        # ~1,000 fewer launches per step on STIV-XL, whose eager step is launch-bound on a GPU.
+        by_shape: dict[tuple, list[int]] = {}
+        for i, st in enumerate(states):
+            if "row" in st:
+                by_shape.setdefault(tuple(ps[i].shape), []).append(i)
+        for idx in by_shape.values():
+            g2s = torch.stack([g2[i] for i in idx])
+            rows = torch.stack([states[i]["row"] for i in idx]).lerp_(g2s.mean(dim=-1), 1.0 - b2)
+            cols = torch.stack([states[i]["col"] for i in idx]).lerp_(g2s.mean(dim=-2), 1.0 - b2)
+            del g2s
+            torch._foreach_copy_([states[i]["row"] for i in idx], list(rows.unbind(0)))
+            torch._foreach_copy_([states[i]["col"] for i in idx], list(cols.unbind(0)))
+            v = (rows / rows.mean(dim=-1, keepdim=True)).unsqueeze(-1) * cols.unsqueeze(-2)  # v = r c^T / mean(r)
+            for i, vi in zip(idx, v.unbind(0)):
+                vs[i] = vi
+        del g2  # no longer needed: keep the step's transient memory at a few copies of the weights
+        v_hat = torch._foreach_div(vs, bias)  # out of place: a full v is optimizer state
+        # Floored at eps (the true g^2 + eps never falls below it): a zero row meeting a zero column otherwise
+        # underflows to 0 (or flushes to 0 on a GPU) and gives 0 * rsqrt(0) = NaN.
+        torch._foreach_clamp_min_(v_hat, eps)
+        torch._foreach_rsqrt_(v_hat)
+        us = torch._foreach_mul(gs, v_hat)
+        numel = torch.tensor([u.numel() for u in us], dtype=torch.float32).to(us[0].device, non_blocking=True)
+        rms = torch.stack(torch._foreach_norm(us)) / numel.sqrt()
+        torch._foreach_mul_(us, list((group["clip_threshold"] / rms).clamp_max(1.0).unbind(0)))
+        if b1 > 0:
+            ms = [st["m"] for st in states]
+            torch._foreach_lerp_(ms, [u.to(m.dtype) for u, m in zip(us, ms)], 1.0 - b1)
+            us = [m.float() for m in ms]
+        if group["weight_decay"]:
+            us = torch._foreach_add(us, [p.float() for p in ps], alpha=group["weight_decay"])
+        torch._foreach_add_(ps, [u.to(p.dtype) for u, p in zip(us, ps)], alpha=-group["lr"])
 
     def _state(self, p: Tensor, group: dict) -> dict:
         state = self.state[p]
@@ -69,44 +107,23 @@ class AdaFactor(torch.optim.Optimizer):
                 state["m"] = torch.zeros_like(p, dtype=group["momentum_dtype"])
         return state
 
-    def _update(self, group: dict, ps: list[Tensor]) -> None:
-        # foreach ops wherever shapes allow: one kernel over all tensors instead of one per parameter.
-        b1, b2 = group["betas"]
-        states = [self._state(p, group) for p in ps]
-        torch._foreach_add_([s["step"] for s in states], 1.0)
-        bias = 1.0 - b2 ** float(states[0]["step"])  # every tensor of a group steps together
-        gs = [p.grad.float() for p in ps]
-        g2 = torch._foreach_mul(gs, gs)
-        torch._foreach_add_(g2, group["eps"])
-        fact = [i for i, s in enumerate(states) if "row" in s]
-        full = [i for i, s in enumerate(states) if "v" in s]
-        us: list[Tensor] = [gs[0]] * len(ps)
-        if fact:
-            rows, cols = [states[i]["row"] for i in fact], [states[i]["col"] for i in fact]
-            torch._foreach_lerp_(rows, [g2[i].mean(dim=-1) for i in fact], 1.0 - b2)
-            torch._foreach_lerp_(cols, [g2[i].mean(dim=-2) for i in fact], 1.0 - b2)
-            for i, row, col in zip(fact, rows, cols):
-                # v = r c^T / mean(r): the rank-1 fit of the second moment, bias-corrected once.
-                r = (row / row.mean(dim=-1, keepdim=True)).unsqueeze(-1)
-                us[i] = gs[i] * torch.rsqrt(r * col.unsqueeze(-2) / bias)
-        if full:
-            vs = [states[i]["v"] for i in full]
-            torch._foreach_lerp_(vs, [g2[i] for i in full], 1.0 - b2)
-            v_hat = torch._foreach_div(vs, bias)
-            torch._foreach_rsqrt_(v_hat)
-            for i, u in zip(full, torch._foreach_mul([gs[i] for i in full], v_hat)):
-                us[i] = u
-        # Update clipping: RMS(u) <= clip_threshold, per tensor.
-        rms = torch.stack(torch._foreach_norm(us)) / torch.tensor([u.numel() ** 0.5 for u in us], device=us[0].device)
-        scale = (group["clip_threshold"] / rms).clamp_max(1.0)
-        torch._foreach_mul_(us, list(scale.unbind(0)))
-        if b1 > 0:
-            ms = [s["m"] for s in states]
-            torch._foreach_lerp_(ms, [u.to(m.dtype) for u, m in zip(us, ms)], 1.0 - b1)
-            us = [m.float() for m in ms]
-        if group["weight_decay"]:
-            us = torch._foreach_add(us, [p.float() for p in ps], alpha=group["weight_decay"])
-        torch._foreach_add_(ps, [u.to(p.dtype) for u, p in zip(us, ps)], alpha=-group["lr"])
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ANN001, ANN201 - torch.optim.Optimizer signature
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            b2 = group["betas"][1]
+            ps = [p for p in group["params"] if p.grad is not None]
+            if not ps:
+                continue
+            states = [self._state(p, group) for p in ps]
+            for st in states:
+                st["step"] += 1
+            t = float(states[0]["step"])  # every tensor of a group steps together
+            self._update(group, ps, states, 1.0 - b2**t)
+        return loss
 
 
 def make_optimizer(model: torch.nn.Module, name: str, lr: float, betas: tuple[float, float],

@@ -156,11 +156,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> list[float]:
         if rank == 0:
             log.info("resumed %s at step %d", ckpt_path, step)
     model.set_grad_checkpointing(cfg.grad_ckpt)
+    if cfg.compile:  # before DDP wraps it; each bucket's shape compiles once (then shapes go dynamic)
+        model.compile_blocks(options={"coordinate_descent_tuning": True} if cfg.compile_tuning else None)
     net: torch.nn.Module = model
     if world > 1:
         net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        net = torch.compile(net)
 
     # The stream is a pure function of its seed. Exact resume replays (reads and decodes) the batches already
     # seen; otherwise the stream restarts with a seed derived from the step: the same distribution, no replay.

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from stiv.config import ModelConfig, preset
-from stiv.model import STIV, apply_rope, count_params, patchify, rope_1d, rope_2d, unpatchify
+import stiv.model
+from stiv.model import STIV, apply_rope, count_params, patchify, rope_1d, rope_2d, short_attention, unpatchify
 
 D_TEXT = 24
 
@@ -59,6 +60,42 @@ def test_text_drop_ignores_the_caption() -> None:
     b = m(x, t, torch.randn_like(seq), mask, torch.randn_like(pooled), micro, drop_text=drop)
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, m(x, t, seq, mask, pooled, micro))
+
+
+@pytest.mark.parametrize("S", [64, 30, 7])  # packs 12 / 10 per row; 7 sequences cannot pack (matmul form)
+@pytest.mark.parametrize("form", ["packed", "matmul"])
+def test_short_attention_equals_attention_per_sequence(S: int, form: str) -> None:
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(S, 3, 10, 16) for _ in range(3))
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)  # each sequence on its own
+    torch.testing.assert_close(short_attention(q, k, v, form), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_temporal_attention_route_does_not_change_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    m = _model()
+    _randomise_outputs(m)
+    args = _inputs(4, 6)
+    short = m(*args)
+    monkeypatch.setattr(stiv.model, "SHORT_SEQ", 0)  # every attention through SDPA
+    torch.testing.assert_close(short, m(*args), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_regional_compile_matches_eager() -> None:
+    m = _model()
+    _randomise_outputs(m)
+    args = _inputs(2, 4)
+    keep = torch.stack([torch.arange(0, 12, 2), torch.arange(6)])
+    eager = m(*args, keep_idx=keep)
+    eager.square().mean().backward()
+    grads = [p.grad.clone() for p in m.parameters() if p.grad is not None]
+    m.zero_grad(set_to_none=True)
+    m.compile_blocks(dynamic=False)
+    compiled = m(*args, keep_idx=keep)
+    compiled.square().mean().backward()
+    torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-4)
+    for a, b in zip([p.grad for p in m.parameters() if p.grad is not None], grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 def test_patchify_roundtrip_and_conv3d_order() -> None:

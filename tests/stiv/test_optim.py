@@ -23,7 +23,7 @@ def _reference_step(p: torch.Tensor, g: torch.Tensor, st: dict, lr: float, b1: f
         st.setdefault("v", torch.zeros_like(p))
         st["v"].lerp_(g2, 1 - b2)
         v = st["v"] / bias
-    u = g / v.sqrt()
+    u = g / v.clamp_min(1e-30).sqrt()
     u = u / max(1.0, u.pow(2).mean().sqrt().item())  # update clipping at RMS 1
     st.setdefault("m", torch.zeros_like(p))
     st["m"].lerp_(u, 1 - b1)
@@ -32,7 +32,7 @@ def _reference_step(p: torch.Tensor, g: torch.Tensor, st: dict, lr: float, b1: f
 
 def test_matches_reference_and_factors_large_matrices() -> None:
     torch.manual_seed(0)
-    shapes = [(256, 130), (5,), (3, 200, 128), (64, 64)]
+    shapes = [(256, 130), (5,), (3, 200, 128), (64, 64), (256, 130)]  # two of a shape share a stack
     ps = [torch.randn(s, requires_grad=True) for s in shapes]
     refs, states = [p.detach().clone() for p in ps], [{} for _ in ps]
     opt = AdaFactor(ps, lr=1e-2)
@@ -47,6 +47,20 @@ def test_matches_reference_and_factors_large_matrices() -> None:
         torch.testing.assert_close(p.detach(), r, atol=1e-6, rtol=1e-5)
     assert set(opt.state[ps[0]]) == {"step", "row", "col", "m"} and opt.state[ps[0]]["row"].shape == (256,)
     assert set(opt.state[ps[3]]) == {"step", "v", "m"}  # 64 < min_dim_to_factor: full second moment
+
+
+def test_zero_row_meeting_zero_column_stays_finite() -> None:
+    # Gated branches start closed (adaLN-Zero), so whole rows and columns of a gradient are exactly zero next to
+    # large entries. The rank-1 second moment of such an entry underflows; the update must stay finite and zero.
+    p = torch.nn.Parameter(torch.zeros(256, 256))
+    opt = AdaFactor([p], lr=2e-4)
+    for _ in range(3):
+        g = torch.zeros(256, 256)
+        g[:8, :8] = 0.3
+        p.grad = g
+        opt.step()
+    assert torch.isfinite(p).all()
+    assert p[:8, :8].ne(0).all() and p[8:].eq(0).all() and p[:, 8:].eq(0).all()
 
 
 def test_state_dict_roundtrip_continues_identically() -> None:
@@ -71,3 +85,4 @@ def test_state_dict_roundtrip_continues_identically() -> None:
     step(model, opt)
     step(clone, opt2)
     torch.testing.assert_close(model.weight, clone.weight, atol=0, rtol=0)
+

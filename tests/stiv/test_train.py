@@ -68,3 +68,13 @@ def test_cli_builds_the_config_from_a_preset_and_flags(shards: Path, tmp_path: P
     assert train_config(parser.parse_args(["train", "--shards", "x", "--out", "y"])).mask_ratio == 0.5
     args = parser.parse_args(["sample", "--ckpt", "c", "--shards", "s", "--out", "o"])
     assert (args.steps, args.cfg, args.func.__name__) == (20, 7.5, "cmd_sample")
+
+
+@pytest.mark.slow
+def test_compiled_training_follows_the_eager_run(cfg: TrainConfig, tmp_path: Path) -> None:
+    cfg.steps, cfg.log_every, cfg.mask_ratio = 3, 1, 0.5
+    eager = train(cfg)
+    cfg.out, cfg.compile = str(tmp_path / "compiled"), True
+    compiled = train(cfg)
+    assert len(compiled) == len(eager) == 3
+    assert compiled == pytest.approx(eager, rel=1e-3)
