@@ -12,8 +12,7 @@ Kernels: SDPA with torch's own choice and with each backend forced (cuDNN, flash
 block-diagonal mask; matmul: two batched matmuls, fp32 softmax), eager and compiled. The last line
 printed is one JSON object.
 
-Measured 2026-11-21, one H200, torch 2.11, XL widths, batch 32, 256^2 x 20, MaskDiT 50% (ms, forward + backward;
-bench/results/attention_h200.json):
+Measured 2026-11-21, one H200, torch 2.11, XL widths, batch 32, 256^2 x 20, MaskDiT 50%; ms, forward + backward:
 
   spatial  [320 x 18 heads, 128 tokens]          SDPA (cuDNN) 0.62   short forms ~1.04
   temporal [4096 x 18 heads, 10 tokens]          SDPA (cuDNN) 3.27   flash 8.05   matmul 1.67   packed 1.38

@@ -21,7 +21,7 @@ tokens/s counts every video token of the clip (B T' n_s), masked or not; MFU use
 saving shows up as more tokens/s at a similar MFU.
 
 Measured 2026-11-21, one H200, torch 2.11, bf16 autocast, fp32 weights + fp32 EMA, `--compile` (blocks), 10 steps
-after 3 (bench/results/stiv_train_h200.json; ceiling 713 TFLOP/s in that process):
+after 3, matmul ceiling 713 TFLOP/s in that process:
 
   case                                   batch  step s   tokens/s   MFU    peak GiB
   XL 256^2x20  MaskDiT  AdaFactor          32   0.632    129,565   42.9%   126.7
