@@ -217,7 +217,7 @@ class FastLM:
         if not prompts:
             return []
         batch = _bucket(len(prompts))
-        max_len = _round_up(max(p.ids.numel() for p in prompts) + max_new_tokens, 256)
+        max_len = aligned(max(p.ids.numel() for p in prompts) + max_new_tokens, 256)
         dec = self._decoders.pop((batch, max_len), None)
         if dec is None:
             while len(self._decoders) >= self.keep_decoders:  # free the oldest cache before allocating
@@ -251,10 +251,6 @@ def _bucket(n: int) -> int:
     while b < n:
         b *= 2
     return b
-
-
-def _round_up(n: int, m: int) -> int:
-    return -(-n // m) * m
 
 
 class _Decoder:

@@ -131,19 +131,13 @@ def _build_one(kind: str, target: Path, seed: int) -> None:
     model.generation_config.do_sample = False
     model.generation_config.eos_token_id = tok.convert_tokens_to_ids("<|im_end|>")
     model.generation_config.pad_token_id = tok.convert_tokens_to_ids("<|endoftext|>")
-    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
-    model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
+    # ``target`` is engine.tiny's fresh temporary folder; it renames it into the cache atomically.
+    model.save_pretrained(target)
+    processor.save_pretrained(target)
     from engine.models import UNTRAINED_MARKER
 
-    (tmp / UNTRAINED_MARKER).write_text(json.dumps({"kind": kind, "seed": seed, "tiny_version": TINY_VERSION,
-                                                    "note": "random weights: output is meaningless"}))
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process built it first: keep theirs
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
+    (target / UNTRAINED_MARKER).write_text(json.dumps({"kind": kind, "seed": seed, "tiny_version": TINY_VERSION,
+                                                       "note": "random weights: output is meaningless"}))
 
 
 def build_tiny_models(folder: str | os.PathLike, kinds: tuple[str, ...] = KINDS) -> dict[str, str]:

@@ -11,6 +11,7 @@ import logging
 import os
 from pathlib import Path
 
+from engine import tiny
 from engine.stage import ModelRef
 
 log = logging.getLogger(__name__)
@@ -42,10 +43,8 @@ def is_untrained(path: str | Path) -> bool:
 
 def resolve_model(ref: ModelRef, download: bool | None = None) -> str:
     """Return a local path holding ``ref``'s weights, downloading only if allowed and needed."""
-    if ref.name.startswith("tiny:"):
-        from engine.tiny import resolve_name
-
-        return resolve_name(ref.name)
+    if ref.name.startswith(tiny.PREFIX):
+        return tiny.resolve_name(ref.name)
     local = Path(os.path.expanduser(ref.name))
     if local.exists():
         if local.is_dir() and ref.kind in MARKERS and not any((local / m).exists() for m in MARKERS[ref.kind]):

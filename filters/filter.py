@@ -158,9 +158,10 @@ class Filter(Stage):
         alive = list(range(ok.num_rows))
         steps, fails = [], {}
         for rule in rules:
-            fails[rule.field] = sum(1 for i in range(ok.num_rows) if self.failure(rule, values[rule.column][i]))
+            failing = {i for i in range(ok.num_rows) if self.failure(rule, values[rule.column][i])}
+            fails[rule.field] = len(failing)
             before = len(alive)
-            alive = [i for i in alive if not self.failure(rule, values[rule.column][i])]
+            alive = [i for i in alive if i not in failing]
             steps.append({"rule": rule.field, "column": rule.column, "threshold": getattr(self, rule.field),
                           "fail": fails[rule.field], "removed": before - len(alive), "remaining": len(alive)})
         kept = int(pc.sum(pc.fill_null(ok.column("keep"), True).cast(pa.int64())).as_py() or 0) \

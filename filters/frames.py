@@ -144,18 +144,8 @@ def _get(reader, indices: list[int], size: tuple[int, int] | None) -> dict[int, 
     return dict(zip(indices, frames))
 
 
-def iter_batch_frames(rows: list[dict], indices_of: IndexFn, size_of: SizeFn, backend: str = "auto",
-                      threads: int = 1) -> Iterator[ClipFrames]:
-    """ClipFrames for every row, one video at a time; with ``threads`` > 1 several videos decode at once
-    (the decoders release the GIL) and results come as they finish, not in row order."""
-    groups = [[rows[i] for i in members] for members in group_by_video(rows).values()]
-    if threads <= 1 or len(groups) == 1:
-        for group in groups:
-            yield from read_video_clips(group, indices_of, size_of, backend)
-        return
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        futures = [pool.submit(read_video_clips, g, indices_of, size_of, backend) for g in groups]
-        for future in as_completed(futures):
-            yield from future.result()
+def iter_batch_frames(rows: list[dict], indices_of: IndexFn, size_of: SizeFn,
+                      backend: str = "auto") -> Iterator[ClipFrames]:
+    """ClipFrames for every row, one video at a time (each video opened once)."""
+    for members in group_by_video(rows).values():
+        yield from read_video_clips([rows[i] for i in members], indices_of, size_of, backend)

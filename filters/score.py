@@ -119,7 +119,8 @@ class Score(Stage):
                      "score_frames": len(frames)}
         position = {f: k for k, f in enumerate(indices)}
         anchors = [f for f in indices if f + 1 in position]  # frames whose successor was decoded
-        anchor_frames = frames[[position[a] for a in anchors]] if anchors else frames[:1]
+        anchor_rows = [position[a] for a in anchors] if anchors else [0]
+        anchor_frames = frames[anchor_rows]
         small = min(display_w, display_h) < self.min_side
         if small:
             notes.append(f"frame {display_w}x{display_h} is below min_side {self.min_side} px: "
@@ -137,7 +138,7 @@ class Score(Stage):
         out.update(motion_score=motion.mean, motion_p90=motion.p90, camera_motion=motion.camera,
                    moving_frac=motion.moving_frac)
 
-        anchor_grey = scorers.to_grey(anchor_frames)
+        anchor_grey = grey[anchor_rows]
         if small:
             out.update(clarity=NAN, clarity_min=NAN)
         else:

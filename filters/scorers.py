@@ -228,7 +228,3 @@ def box_area_fraction(boxes: list[np.ndarray], width: int, height: int) -> float
 def text_detector(side: int, threads: int, verify: bool) -> TextDetector:
     """One detector per process and setting: worker processes reuse it across batches."""
     return TextDetector(side=side, threads=threads, verify=verify)
-
-
-def finite(value: float | None) -> bool:
-    return value is not None and isinstance(value, (int, float)) and math.isfinite(value)

@@ -36,16 +36,11 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
+from shards.sampling import MICRO_CONDITIONS
+
 log = logging.getLogger(__name__)
 
-# The fixed order of the micro-condition vector (STIV §B.2 / SDXL); the model's embedder follows it.
-MICRO_KEYS = (
-    "orig_height", "orig_width",  # source frame size before resize/crop
-    "crop_top", "crop_left", "crop_height", "crop_width",  # crop box in source pixels
-    "frame_stride",  # temporal sampling stride (the paper samples 1 frame in 3)
-    "num_frames",  # frames in the latent clip
-    "fps",  # source frame rate
-)
+MICRO_KEYS = MICRO_CONDITIONS  # the writer's order is the trainer's order (shards.sampling)
 REQUIRED = ("json", "txt", "latent.npy", "text_seq.npy", "text_pooled.npy")
 SKIPPED = (".mp4", ".jpg", ".latent_logvar.npy")  # optional members the trainer never reads
 

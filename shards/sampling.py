@@ -27,8 +27,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MICRO_CONDITIONS = ("orig_height", "orig_width", "crop_top", "crop_left", "crop_height", "crop_width",
-                    "frame_stride", "num_frames", "fps")
+# The fixed order of the micro-condition vector (STIV §B.2 / SDXL); the model's embedder follows it.
+MICRO_CONDITIONS = (
+    "orig_height", "orig_width",  # source frame size before resize/crop
+    "crop_top", "crop_left", "crop_height", "crop_width",  # crop box in source pixels
+    "frame_stride",  # temporal sampling stride (the paper samples 1 frame in 3)
+    "num_frames",  # frames in the latent clip
+    "fps",  # source frame rate
+)
 _BUCKET = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$")
 
 

@@ -75,8 +75,8 @@ def train_config(args: argparse.Namespace):  # noqa: ANN201 - TrainConfig; impor
     cfg.shards, cfg.out, cfg.device = args.shards, args.out, args.device
     overrides = {"steps": args.steps, "batch_size": args.batch_size, "mode": args.mode, "bucket": args.bucket,
                  "lr": args.lr, "optimizer": args.optimizer, "grad_ckpt": args.grad_ckpt, "compile": args.compile,
-                 "compile_tuning": args.compile_tuning, "precision": args.precision, "num_workers": args.num_workers, "init_from": args.init_from,
-                 "log_every": args.log_every, "ckpt_every": args.ckpt_every, "seed": args.seed,
+                 "compile_tuning": args.compile_tuning, "precision": args.precision, "num_workers": args.num_workers,
+                 "init_from": args.init_from, "log_every": args.log_every, "ckpt_every": args.ckpt_every, "seed": args.seed,
                  "exact_resume": args.exact_resume}
     for key, value in overrides.items():
         if value is not None:
