@@ -21,7 +21,12 @@ import av
 import numpy as np
 
 log = logging.getLogger(__name__)
-av.logging.set_level(av.logging.PANIC)  # FFmpeg's own warnings go to stderr otherwise; we report errors as rows
+# FFmpeg's warnings would go to stderr; errors are reported as rows instead. Only libav's own level is set:
+# PyAV's Python log callback (installed by av.logging.set_level) makes FFmpeg's frame-decoding threads take
+# the GIL for every message, and a thread that holds the GIL while it waits for them then deadlocks
+# (seen under load in a gdb backtrace: the decoder threads blocked in av.logging's callback).
+av.logging.set_level(None)
+av.logging.set_libav_level(av.logging.PANIC)
 
 
 class VideoError(Exception):
