@@ -28,7 +28,7 @@ from captioners.frames import FrameFeeder, FramePlan, sample_indices
 from captioners.prompts import (DSGCounts, dsg_answer_prompt, dsg_counts, dsg_metrics, dsg_question_prompt,
                                 parse_dsg_questions, split_sentences)
 from engine.tiny import resolve_name
-from engine.stage import ERROR, ModelRef, Resources, RunContext, Stage
+from engine.stage import ModelRef, Resources, RunContext, Stage, mark_error
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class DSGVideo(Stage):
         for i, text in zip(todo, texts):
             frames = self.feeder.result(i)
             if isinstance(frames, str):
-                rows[i].update(status=ERROR, error=f"{self.name}: {rows[i]['uri']}: clip {rows[i]['clip_id']}: {frames}")
+                rows[i] = mark_error(rows[i], self.name, frames)
                 continue
             counts, detail = self.check_caption(sentences[i], text, list(frames))
             detail["frames"] = plans[i].indices

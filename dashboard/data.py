@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 # Columns the engine itself writes (ingest, probe, split, write_clips): metadata, never "scores". Every
 # other numeric clip column (whatever the scorers add) gets a histogram.
 ENGINE_COLUMNS = frozenset({
-    "uri", "video_id", "bytes", "status", "error", "duration_s", "fps", "nominal_fps", "frames", "width", "height",
+    "uri", "video_id", "bytes", "status", "error", "error_stage", "error_kind", "error_cause", "duration_s", "fps", "nominal_fps", "frames", "width", "height",
     "display_width", "display_height", "rotation", "sar", "codec", "pix_fmt", "container_start_s", "vfr",
     "has_alpha", "video_streams", "audio_streams", "frames_decoded", "scene_cuts", "gradual_transitions",
     "decode_warning", "clip_id", "start_frame", "end_frame", "start_s", "end_s", "clip_frames", "clip_duration_s",
@@ -53,10 +53,10 @@ SCORE_ORDER = ("motion", "aesthetic", "text_area", "clarity", "consistency")
 NOT_SCORES = frozenset({"crop_x", "crop_y", "crop_w", "crop_h", "score_frames", "caption_frames"})
 CAPTION_PREFIXES = ("caption_", "category_", "dsg_")
 # Clip columns the report reads besides the scores (absent ones are skipped).
-META_COLUMNS = ("clip_id", "video_id", "uri", "status", "error", "start_frame", "end_frame", "start_s", "end_s",
+META_COLUMNS = ("clip_id", "video_id", "uri", "status", "error", "error_stage", "error_cause", "start_frame", "end_frame", "start_s", "end_s",
                 "clip_frames", "clip_duration_s", "fps", "display_width", "display_height", "width", "height",
                 "codec", "clip_uri", "keep", "drop_reason", "caption", "category")
-VIDEO_COLUMNS = ("uri", "video_id", "status", "error", "duration_s", "fps", "codec", "clips_in_video", "bytes")
+VIDEO_COLUMNS = ("uri", "video_id", "status", "error", "error_stage", "error_cause", "duration_s", "fps", "codec", "clips_in_video", "bytes")
 THRESHOLD_ALIASES = {"clip_s": "clip_duration_s", "duration_s": "clip_duration_s", "clip_duration": "clip_duration_s",
                      "side": "short_side", "short_side": "short_side"}
 VIRTUAL_COLUMNS = ("short_side",)  # computed by the report (min of display width and height)
@@ -338,7 +338,7 @@ def drop_reasons(reasons: pa.ChunkedArray, dropped: np.ndarray) -> list[dict]:
 
 
 def errors(table: pa.Table) -> list[dict]:
-    """Error rows grouped by cause, with the files: ``stage: uri: cause`` is how run_stage words them."""
+    """Error rows grouped by cause (the ``error_stage`` / ``error_cause`` columns), with the files."""
     if table is None or "status" not in table.column_names:
         return []
     bad = table.filter(pc.equal(table.column("status"), "error"))
@@ -346,10 +346,9 @@ def errors(table: pa.Table) -> list[dict]:
     def col(name: str) -> list:
         return bad.column(name).to_pylist() if name in bad.column_names else [None] * bad.num_rows
 
-    for uri, message, clip_id in zip(col("uri"), col("error"), col("clip_id")):
-        message = message or "(no message)"
-        parts = message.split(": ", 2)
-        stage, cause = (parts[0], parts[2]) if len(parts) == 3 else ("", message)
+    for uri, message, clip_id, stage, cause in zip(col("uri"), col("error"), col("clip_id"), col("error_stage"),
+                                                   col("error_cause")):
+        stage, cause = stage or "", cause or message or "(no message)"
         key = NUMBER.sub("#", cause.split(" (")[0])  # "failed at frame 17" and "... 33" are one cause
         group = groups.setdefault(key, {"cause": key, "stage": stage, "count": 0, "files": []})
         group["count"] += 1

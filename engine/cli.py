@@ -76,12 +76,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipeline = _load_pipeline(args.pipeline)
     if pipeline is None:
         return 2
+    from engine.stage import EnvironmentFault
+
     executor = _executor(args)
     try:
         summary = run_pipeline(pipeline, args.input, args.output, executor, on_error=args.on_error)
     except FileNotFoundError as exc:
         console.print(f"[red]{exc}[/red]")
         return 2
+    except EnvironmentFault as exc:
+        console.print(f"[red]The run stopped: {exc}. This is a fault of the machine or the output storage, not of "
+                      f"the videos; work not finished was not recorded as done. Fix it and rerun the same command: "
+                      f"finished work is kept and the rest is redone.[/red]")
+        return 3
     finally:
         if hasattr(executor, "shutdown"):
             executor.shutdown()
@@ -120,8 +127,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     table = Table(title=f"{args.output} — pipeline '{run['pipeline']['name']}' ({run['executor']})")
     table.add_column("what")
     table.add_column("count", justify="right")
-    for key in ("videos", "videos_ok", "videos_error", "skipped", "clips", "kept"):
-        table.add_row(key, str(s[key]))
+    for key in ("videos", "videos_ok", "videos_error", "skipped", "clips", "clips_error", "kept"):
+        if key in s:
+            table.add_row(key, str(s[key]))
     console.print(table)
     timing = Table(title="per-stage time (summed over workers)")
     timing.add_column("stage")
@@ -129,15 +137,19 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for stage, seconds in s["stage_seconds"].items():
         timing.add_row(stage, f"{seconds:.2f}")
     console.print(timing)
-    videos = manifest.read("videos")
-    errors = [(u, e) for u, st, e in zip(videos.column("uri").to_pylist(), videos.column("status").to_pylist(),
-                                          videos.column("error").to_pylist()) if st == "error"]
-    if errors:
-        err = Table(title=f"errors ({len(errors)})")
+    rows = []
+    for name in ("videos", "clips"):
+        table = manifest.read(name)
+        if table.num_rows and "error_cause" in table.column_names:
+            rows += [r for r in table.select(["uri", "status", "error_stage", "error_cause"]).to_pylist()
+                     if r["status"] == "error"]
+    if rows:
+        err = Table(title=f"errors ({len(rows)})")
         err.add_column("file")
+        err.add_column("stage")
         err.add_column("cause")
-        for uri, message in errors:
-            err.add_row(Path(uri).name, message.split(": ", 2)[-1] if message else "")
+        for row in rows:
+            err.add_row(Path(row["uri"]).name, row["error_stage"] or "", row["error_cause"] or "")
         console.print(err)
     return 0
 
@@ -155,17 +167,18 @@ def _print_summary(summary) -> None:
     table.add_column("videos", justify="right")
     table.add_column("ok", justify="right")
     table.add_column("errors", justify="right")
+    table.add_column("clip errors", justify="right")
     table.add_column("skipped (done before)", justify="right")
     table.add_column("clips", justify="right")
     table.add_column("kept", justify="right")
     table.add_column("seconds", justify="right")
-    table.add_row(*(str(v) for v in (summary.videos, summary.videos_ok, summary.videos_error, summary.skipped,
-                                      summary.clips, summary.kept)), f"{summary.seconds:.1f}")
+    table.add_row(*(str(v) for v in (summary.videos, summary.videos_ok, summary.videos_error, summary.clips_error,
+                                      summary.skipped, summary.clips, summary.kept)), f"{summary.seconds:.1f}")
     console.print(table)
     if summary.errors_by_cause:
         causes = Table(title="errors by cause")
         causes.add_column("cause")
-        causes.add_column("videos", justify="right")
+        causes.add_column("videos + clips", justify="right")
         for cause, count in summary.errors_by_cause.items():
             causes.add_row(cause, str(count))
         console.print(causes)

@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from engine.io import join, local_copy, output_fs, write_atomic
 from engine.models import is_untrained, resolve_model
-from engine.stage import ERROR, ModelRef, Resources, RunContext, Stage, StageError
+from engine.stage import ModelRef, Resources, RunContext, Stage, StageError, mark_error
 from shards.sampling import MICRO_CONDITIONS, SamplePlan, SkipClip, apply_crop, parse_buckets, plan_sample
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ class Encode(Stage):
                 if result.error is not None:
                     if not isinstance(result.error, StageError):
                         raise result.error  # a bug, not bad input: run_stage decides (retry alone / re-raise)
-                    out[i] = {**row, "status": ERROR, "error": f"{self.name}: {row['uri']}: {result.error}"}
+                    out[i] = mark_error(row, self.name, str(result.error))
                     continue
                 seq, pooled = text_of[i]
                 arrays = {"latent": result.latent, "text_seq": seq, "text_pooled": pooled}
