@@ -16,7 +16,7 @@ from typing import ClassVar, Literal
 
 import pyarrow as pa
 
-from captioners.frames import FrameFeeder, FramePlan, sample_indices
+from captioners.frames import FrameFeeder, FramePlan, plan_clip
 from captioners.prompts import DENSE_CAPTION_PROMPT
 from engine.tiny import resolve_name
 from engine.stage import ERROR, ModelRef, Resources, RunContext, Stage
@@ -85,10 +85,7 @@ class Caption(Stage):
         self.feeder = FrameFeeder(self.decode_threads)
 
     def plan(self, row: dict) -> FramePlan:
-        indices, step = sample_indices(row, self.frames, self.fps, self.max_frames)
-        size = self.vlm.frame_size(int(row.get("display_width") or 1), int(row.get("display_height") or 1),
-                                   self.max_pixels, self.min_pixels)
-        return FramePlan(indices=indices, size=size, seconds_per_frame=step)
+        return plan_clip(row, self.vlm, self.frames, self.max_pixels, self.min_pixels, self.fps, self.max_frames)
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
         from captioners.vlm import ClipFrames

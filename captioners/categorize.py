@@ -8,7 +8,6 @@ equally be derived from the ``category`` column; the file also carries the taxon
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
@@ -17,7 +16,7 @@ import pyarrow as pa
 
 from captioners.prompts import CATEGORIES, CATEGORY_NAMES, categorize_prompt
 from engine.tiny import resolve_name
-from engine.io import join, output_fs, write_atomic
+from engine.manifest import Manifest
 from engine.stage import ModelRef, Resources, RunContext, Stage
 
 log = logging.getLogger(__name__)
@@ -72,7 +71,7 @@ class Categorize(Stage):
 
     def finalize(self, ctx: RunContext, clips: pa.Table) -> None:
         """Write the category distribution of kept clips to ``<out>/categories.json`` (rewritten each run)."""
-        write_json(ctx.output, CATEGORIES_FILE, category_distribution(clips))
+        Manifest(ctx.output).write_json(CATEGORIES_FILE, category_distribution(clips))
         return None
 
 
@@ -98,7 +97,3 @@ def category_distribution(clips: pa.Table) -> dict:
         "untrained_model": any_untrained,
     }
 
-
-def write_json(output: str, name: str, data: dict) -> None:
-    fs, root = output_fs(output)
-    write_atomic(fs, join(root, name), json.dumps(data, indent=2).encode())

@@ -23,10 +23,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from captioners.caption import DEFAULT_VLM
-from captioners.categorize import strip_label, write_json
-from captioners.frames import FrameFeeder, FramePlan, sample_indices
+from captioners.categorize import strip_label
+from captioners.frames import FrameFeeder, FramePlan, plan_clip
 from captioners.prompts import (DSGCounts, dsg_answer_prompt, dsg_counts, dsg_metrics, dsg_question_prompt,
                                 parse_dsg_questions, split_sentences)
+from engine.manifest import Manifest
 from engine.tiny import resolve_name
 from engine.stage import ERROR, ModelRef, Resources, RunContext, Stage
 
@@ -100,10 +101,7 @@ class DSGVideo(Stage):
         todo = [i for i, r in enumerate(rows) if r.get("caption") and in_sample(r["clip_id"], self.sample_fraction)]
         plans: list[FramePlan | None] = [None] * len(rows)
         for i in todo:
-            indices, step = sample_indices(rows[i], self.frames)
-            size = self.model.frame_size(int(rows[i].get("display_width") or 1),
-                                         int(rows[i].get("display_height") or 1), self.max_pixels)
-            plans[i] = FramePlan(indices=indices, size=size, seconds_per_frame=step)
+            plans[i] = plan_clip(rows[i], self.model, self.frames, self.max_pixels)
         self.feeder.submit(rows, plans)
         sentences = {i: split_sentences(strip_label(rows[i]["caption"])) for i in todo}
         texts = self.writer.generate([dsg_question_prompt(sentences[i]) for i in todo], self.question_tokens,
@@ -138,7 +136,7 @@ class DSGVideo(Stage):
 
     def finalize(self, ctx: RunContext, clips: pa.Table) -> None:
         """Aggregate the per-clip counts into ``<out>/dsg_video.json`` (rewritten on every run)."""
-        write_json(ctx.output, DSG_FILE, dsg_report(clips, self.config()))
+        Manifest(ctx.output).write_json(DSG_FILE, dsg_report(clips, self.config()))
         return None
 
 

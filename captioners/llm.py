@@ -15,6 +15,7 @@ import engine._torchvision_shim  # noqa: F401 - before transformers
 
 import torch
 
+from captioners.tokens import cut_at_eos, stop_tokens
 from engine.models import is_untrained, resolve_model
 from engine.stage import ModelRef
 
@@ -25,10 +26,7 @@ class TextLLM:
     def __init__(self, model, tokenizer, name: str, untrained: bool, device: torch.device):
         self.model, self.tokenizer, self.name, self.untrained, self.device = model, tokenizer, name, untrained, device
         self.tokenizer.padding_side = "left"
-        gen = model.generation_config
-        eos = gen.eos_token_id if gen.eos_token_id is not None else tokenizer.eos_token_id
-        self.eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
-        self.pad_id = gen.pad_token_id if gen.pad_token_id is not None else (tokenizer.pad_token_id or 0)
+        self.eos_ids, self.pad_id = stop_tokens(model, tokenizer)
 
     @classmethod
     def load(cls, name: str, field: str = "model", device: str = "auto", dtype: str = "auto") -> "TextLLM":
@@ -65,9 +63,7 @@ class TextLLM:
     def _generate(self, inputs, **kw) -> list[list[int]]:
         out = self.model.generate(**inputs, do_sample=False, temperature=None, top_p=None, top_k=None,
                                   pad_token_id=self.pad_id, **kw)
-        rows = out[:, inputs["input_ids"].shape[1]:].tolist()
-        eos = set(self.eos_ids)
-        return [row[: next((j for j, t in enumerate(row) if t in eos), len(row))] for row in rows]
+        return [cut_at_eos(row, self.eos_ids, keep_eos=False) for row in out[:, inputs["input_ids"].shape[1]:].tolist()]
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], max_new_tokens: int, repetition_penalty: float = 1.0,

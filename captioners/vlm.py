@@ -18,6 +18,7 @@ import engine._torchvision_shim  # noqa: F401 - before transformers
 import numpy as np
 import torch
 
+from captioners.tokens import cut_at_eos, stop_tokens
 from engine.models import is_untrained, resolve_model
 from engine.stage import ModelRef
 
@@ -99,10 +100,7 @@ class VLM:
             vp = getattr(self.processor, "video_processor", None) or self.processor.image_processor
             self.fast = FastQwenVL(self.model, self.family, mean=tuple(vp.image_mean), std=tuple(vp.image_std),
                                    cuda_graphs=cuda_graphs, compile=compile and self.device.type == "cuda")
-        gen = self.model.generation_config
-        eos = gen.eos_token_id if gen.eos_token_id is not None else self.tokenizer.eos_token_id
-        self.eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
-        self.pad_id = gen.pad_token_id if gen.pad_token_id is not None else (self.tokenizer.pad_token_id or 0)
+        self.eos_ids, self.pad_id = stop_tokens(self.model, self.tokenizer)
         self.yes_ids = _first_tokens(self.tokenizer, YES_WORDS)
         self.no_ids = [i for i in _first_tokens(self.tokenizer, NO_WORDS) if i not in self.yes_ids]
         log.info("loaded VLM %s (%s, %s, %s, engine %s)%s", name, self.family, self.device, self.dtype,
@@ -156,7 +154,7 @@ class VLM:
                                     **self._video_kwargs()).to(self.device)
             out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                       repetition_penalty=repetition_penalty, pad_token_id=self.pad_id)
-            rows = [_until_eos(r, self.eos_ids) for r in out[:, inputs["input_ids"].shape[1]:].tolist()]
+            rows = [cut_at_eos(r, self.eos_ids) for r in out[:, inputs["input_ids"].shape[1]:].tolist()]
         return self._decode(rows), [len(r) for r in rows]
 
     def _video_kwargs(self) -> dict:
@@ -197,13 +195,6 @@ def _metadata(clip: ClipFrames) -> dict:
     n = len(clip.frames)
     fps = 1.0 / clip.seconds_per_frame if clip.seconds_per_frame > 0 else 1.0
     return {"fps": fps, "total_num_frames": n, "frames_indices": list(range(n))}
-
-
-def _until_eos(row: list[int], eos_ids: list[int]) -> list[int]:
-    for j, t in enumerate(row):
-        if t in eos_ids:
-            return row[: j + 1]
-    return row
 
 
 def _first_tokens(tokenizer, words: tuple[str, ...]) -> list[int]:
