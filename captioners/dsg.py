@@ -29,7 +29,8 @@ from captioners.prompts import (DSGCounts, dsg_answer_prompt, dsg_counts, dsg_me
                                 parse_dsg_questions, split_sentences)
 from engine.manifest import Manifest
 from engine.tiny import resolve_name
-from engine.stage import ERROR, ModelRef, Resources, RunContext, Stage
+from engine.models import ModelStage
+from engine.stage import ERROR, ModelRef, Resources, RunContext
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def in_sample(clip_id: str, fraction: float) -> bool:
 
 
 @dataclass(kw_only=True)
-class DSGVideo(Stage):
+class DSGVideo(ModelStage):
     """DSG-Video hallucination check of the captions of a sample of kept clips."""
 
     name: ClassVar[str] = "dsg_video"
@@ -64,8 +65,6 @@ class DSGVideo(Stage):
     max_items: int = 32  # at most this many items per caption are checked
     question_tokens: int = 384  # length limit of the LLM's question list
     engine: Literal["auto", "fast", "hf"] = "auto"  # as in caption
-    device: str = "auto"  # "auto" (cuda if present), "cuda", "cpu"
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     decode_threads: int = 4  # CPU threads decoding frames
     batch_size: int = 32  # rows per call
     resources: Resources = field(default_factory=lambda: Resources(cpus=4, gpus=1))
@@ -75,7 +74,7 @@ class DSGVideo(Stage):
         return refs + ([ModelRef(field="llm", name=resolve_name(self.llm), kind="transformers")] if self.llm else [])
 
     def check(self) -> list[str]:
-        problems = []
+        problems = super().check()
         if not 0.0 <= self.sample_fraction <= 1.0:
             problems.append(f"'sample_fraction' must be within 0..1, got {self.sample_fraction}")
         if self.frames < 1:
@@ -90,9 +89,11 @@ class DSGVideo(Stage):
         from captioners.llm import TextLLM
         from captioners.vlm import VLM
 
-        self.model = VLM(resolve_name(self.vlm), field="vlm", device=self.device, dtype=self.dtype, engine=self.engine,
+        self.model = VLM(resolve_name(self.vlm), field="vlm", device=self.device, precision=self.precision,
+                         engine=self.engine,
                          cuda_graphs=False)  # prefill-only use: no decode graph needed
-        self.writer = (TextLLM.load(resolve_name(self.llm), field="llm", device=self.device, dtype=self.dtype) if self.llm
+        self.writer = (TextLLM.load(resolve_name(self.llm), field="llm", device=self.device,
+                                    precision=self.precision) if self.llm
                        else TextLLM.from_vlm(self.model))
         self.feeder = FrameFeeder(self.decode_threads)
 

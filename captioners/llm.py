@@ -16,7 +16,7 @@ import engine._torchvision_shim  # noqa: F401 - before transformers
 import torch
 
 from captioners.tokens import cut_at_eos, stop_tokens
-from engine.models import is_untrained, resolve_model
+from engine.models import is_untrained, resolve_device, resolve_dtype, resolve_model
 from engine.stage import ModelRef
 
 log = logging.getLogger(__name__)
@@ -29,16 +29,14 @@ class TextLLM:
         self.eos_ids, self.pad_id = stop_tokens(model, tokenizer)
 
     @classmethod
-    def load(cls, name: str, field: str = "model", device: str = "auto", dtype: str = "auto") -> "TextLLM":
+    def load(cls, name: str, field: str = "model", device: str = "auto", precision: str = "auto") -> "TextLLM":
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
-        from captioners.vlm import pick_device, pick_dtype
-
         path = resolve_model(ModelRef(field=field, name=name, kind="transformers"))
-        dev = pick_device(device)
+        dev = resolve_device(device)
         config = AutoConfig.from_pretrained(path)
         auto = AutoModelForImageTextToText if hasattr(config, "vision_config") else AutoModelForCausalLM
-        model = auto.from_pretrained(path, dtype=pick_dtype(dtype, dev), attn_implementation="sdpa").to(dev).eval()
+        model = auto.from_pretrained(path, dtype=resolve_dtype(precision, dev), attn_implementation="sdpa").to(dev).eval()
         log.info("loaded LLM %s on %s%s", name, dev, " [untrained]" if is_untrained(path) else "")
         return cls(model, AutoTokenizer.from_pretrained(path), name, is_untrained(path), dev)
 

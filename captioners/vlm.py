@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from captioners.tokens import cut_at_eos, stop_tokens
-from engine.models import is_untrained, resolve_model
+from engine.models import is_untrained, resolve_device, resolve_dtype, resolve_model
 from engine.stage import ModelRef
 
 log = logging.getLogger(__name__)
@@ -35,18 +35,6 @@ class ClipFrames:
 
     frames: np.ndarray  # uint8 [T, H, W, 3], RGB, display orientation, already at ``VLM.frame_size``
     seconds_per_frame: float  # time between consecutive sampled frames
-
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":  # bf16 autocast on CPU is far slower than fp32 here (ENVIRONMENT.md section 5)
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
 
 
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
@@ -75,15 +63,15 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
 class VLM:
     """A loaded vision-language model with the two questions vde asks it."""
 
-    def __init__(self, name: str, field: str = "model", device: str = "auto", dtype: str = "auto",
+    def __init__(self, name: str, field: str = "model", device: str = "auto", precision: str = "auto",
                  engine: str = "auto", cuda_graphs: bool = True, compile: bool = False):
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
         self.name = name
         self.path = resolve_model(ModelRef(field=field, name=name, kind="transformers"))
         self.untrained = is_untrained(self.path)
-        self.device = pick_device(device)
-        self.dtype = pick_dtype(dtype, self.device)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(precision, self.device)
         config = AutoConfig.from_pretrained(self.path)
         self.family = config.model_type
         self.processor = AutoProcessor.from_pretrained(self.path)

@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.models import resolve_device
 from shards.reader import MICRO_KEYS, ShardStream, load_index
 from stiv.config import TrainConfig, from_dict
 from stiv.flow import MICRO_NUM_FRAMES, sample
 from stiv.model import STIV
-from stiv.train import load_checkpoint, resolve_device
+from stiv.train import load_checkpoint
 
 log = logging.getLogger(__name__)
 
