@@ -48,7 +48,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import engine._torchvision_shim  # noqa: E402,F401 - before diffusers
 import torch  # noqa: E402
 
 from engine.models import DTYPE_ALIASES  # noqa: E402

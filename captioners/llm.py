@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 
-import engine._torchvision_shim  # noqa: F401 - before transformers
-
 import torch
 
 from captioners.tokens import cut_at_eos, stop_tokens

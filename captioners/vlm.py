@@ -13,8 +13,6 @@ import logging
 import math
 from dataclasses import dataclass
 
-import engine._torchvision_shim  # noqa: F401 - before transformers
-
 import numpy as np
 import torch
 

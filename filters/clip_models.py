@@ -24,8 +24,6 @@ centre crop), so only uint8 pixels cross to the device, where they are normalise
 
 from __future__ import annotations
 
-import engine._torchvision_shim  # noqa: F401 - before open_clip imports torchvision
-
 import logging
 import os
 import queue

@@ -11,8 +11,6 @@ embeddings. Under Ray this stage is an actor pool (it has a ``setup``); give it 
 
 from __future__ import annotations
 
-import engine._torchvision_shim  # noqa: F401 - before open_clip imports torchvision
-
 import logging
 from dataclasses import dataclass
 from typing import ClassVar, Literal

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-import engine._torchvision_shim  # noqa: F401 - before transformers
 import torch
 
 from engine.models import resolve_device, resolve_dtype

@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-import engine._torchvision_shim  # noqa: F401 - before diffusers (it imports transformers -> torchvision)
 import torch
 
 from engine.models import resolve_device, resolve_dtype

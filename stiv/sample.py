@@ -66,7 +66,6 @@ def generate(model: STIV, batch: dict, *, mode: str, steps: int, cfg_scale: floa
 
 def load_vae(name: str, device: torch.device):  # noqa: ANN201 - diffusers is an optional import
     """A diffusers AutoencoderKL from a local dir or hub id; a pipeline dir with a vae/ subfolder works too."""
-    import engine._torchvision_shim  # noqa: F401 - before diffusers, so the CUDA-only torchvision imports on CPU
     from diffusers import AutoencoderKL
 
     from engine.models import is_untrained, resolve_model
