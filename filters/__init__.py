@@ -9,6 +9,8 @@ orientation, black borders) and threshold filtering that annotates before it dro
   row, and ``manifest/funnel.json`` after the run.
 """
 
+import _vde_torchvision  # noqa: F401 - torchvision importable on CPU torch, for whatever imports it next
+
 STAGES = {
     "score": "filters.score:Score",
     "clip_score": "filters.clip_score:ClipScore",

@@ -11,8 +11,6 @@ embeddings. Under Ray this stage is an actor pool (it has a ``setup``); give it 
 
 from __future__ import annotations
 
-import engine._torchvision_shim  # noqa: F401 - before open_clip imports torchvision
-
 import logging
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -20,7 +18,8 @@ from typing import ClassVar, Literal
 import numpy as np
 import pyarrow as pa
 
-from engine.stage import ModelRef, RunContext, Stage, StageError, map_rows
+from engine.models import ModelStage
+from engine.stage import ModelRef, RunContext, StageError, map_rows
 from engine.video import clip_frame_indices
 from engine.tiny import resolve_name
 from filters import clip_models
@@ -31,7 +30,7 @@ NAN = float("nan")
 
 
 @dataclass(kw_only=True)
-class ClipScore(Stage):
+class ClipScore(ModelStage):
     """Aesthetic score (CLIP ViT-L/14 + LAION head) and temporal consistency of every clip."""
 
     name: ClassVar[str] = "clip_score"
@@ -54,8 +53,6 @@ class ClipScore(Stage):
     quick_gelu: bool | None = None  # force QuickGELU; null = what the tag or the checkpoint's config says
     frames: int = 5  # frames per clip; odd, so the middle frame is among them
     aesthetic_frames: Literal["first_middle_last", "all"] = "first_middle_last"  # which sampled frames get a score
-    device: str = "auto"  # auto = cuda when available, else cpu
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto = bf16 on cuda, fp32 on cpu
     image_batch: int = 256  # images per forward pass of the tower
     compile: bool = False  # torch.compile the tower (worth it on GPUs for long runs)
     decode_threads: int = 4  # videos decoded at once while the tower runs
@@ -76,7 +73,7 @@ class ClipScore(Stage):
         return refs
 
     def check(self) -> list[str]:
-        problems = []
+        problems = super().check()
         try:
             clip_models.parse_clip_name(self._names()[0])
         except ValueError as exc:
@@ -85,8 +82,6 @@ class ClipScore(Stage):
             problems.append(f"'frames' must be >= 1, got {self.frames}")
         if self.image_batch < 1 or self.decode_threads < 1:
             problems.append("'image_batch' and 'decode_threads' must be >= 1")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            problems.append(f"'device' must be auto, cpu or cuda[:N], got '{self.device}'")
         return problems
 
     def setup(self, ctx: RunContext) -> None:

@@ -25,7 +25,6 @@ class _StageWorker:
     """One actor of a stateful stage: set up once, then called per batch."""
 
     def __init__(self, stage: Stage, ctx: RunContext, schema: dict):
-        import engine._torchvision_shim  # noqa: F401 - before any model library in this worker process
 
         self.stage, self.ctx, self.schema = stage, ctx, schema
         stage.setup(ctx)
