@@ -13,7 +13,7 @@ from importlib import metadata
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.io import fingerprint, list_inputs
+from engine.io import InputError, fingerprint, list_inputs, mark_duplicates
 from engine.manifest import Manifest, error_causes
 from engine.pipeline import Pipeline
 from engine.stage import BASE_COLUMNS, ERROR, OK, RunContext
@@ -50,19 +50,13 @@ def ingest(uris: list[str], threads: int = 16) -> pa.Table:
             return {"uri": uri, "video_id": vid, "bytes": size, "status": OK, "error": None}
         except Exception as exc:  # noqa: BLE001 - any unreadable input is data
             vid = "uri-" + hashlib.sha256(uri.encode()).hexdigest()[:12]
-            cause = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
+            text = str(exc).splitlines()[0] if str(exc) else "unreadable"
+            cause = text if isinstance(exc, InputError) else f"{type(exc).__name__}: {text}"
             return {"uri": uri, "video_id": vid, "bytes": None, "status": ERROR, "error": f"ingest: {uri}: {cause}"}
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         rows = list(pool.map(one, uris))
-    seen, unique = set(), []
-    for row in rows:
-        if row["video_id"] in seen:
-            log.info("skipping %s: same content as an earlier input", row["uri"])
-            continue
-        seen.add(row["video_id"])
-        unique.append(row)
-    return pa.Table.from_pylist(unique, schema=pa.schema(BASE_COLUMNS))
+    return pa.Table.from_pylist(mark_duplicates(rows), schema=pa.schema(BASE_COLUMNS))
 
 
 def versions() -> dict[str, str]:
