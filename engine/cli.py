@@ -70,19 +70,33 @@ def _load_pipeline(name: str):
         return None
 
 
+def _fail(message: str) -> None:
+    """A user-facing error: one red line, unwrapped, with no markup read into file names or errno brackets."""
+    from rich.text import Text
+
+    console.print(Text(message, style="red"), soft_wrap=True)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from engine.run import run_pipeline
 
     pipeline = _load_pipeline(args.pipeline)
     if pipeline is None:
         return 2
+    from engine.lock import STORAGE_ERRNOS, OutputError, guard_output, storage_message
     from engine.stage import EnvironmentFault
 
     executor = _executor(args)
     try:
-        summary = run_pipeline(pipeline, args.input, args.output, executor, on_error=args.on_error)
-    except FileNotFoundError as exc:
-        console.print(f"[red]{exc}[/red]")
+        with guard_output(args.output):
+            summary = run_pipeline(pipeline, args.input, args.output, executor, on_error=args.on_error)
+    except (FileNotFoundError, OutputError) as exc:
+        _fail(str(exc))
+        return 2
+    except OSError as exc:  # storage failing mid-run (disk full, remounted read-only): say so, no traceback
+        if exc.errno not in STORAGE_ERRNOS:
+            raise
+        _fail(storage_message(args.output, exc))
         return 2
     except EnvironmentFault as exc:
         console.print(f"[red]The run stopped: {exc}. This is a fault of the machine or the output storage, not of "
@@ -97,14 +111,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.lock import OutputError, guard_output
     from engine.samples import write_demo_videos
 
     out = Path(args.output)
-    write_demo_videos(out / "sample_videos")
-    log.info("demo sample: %s", out / "sample_videos")
-    args.pipeline = args.pipeline or "demo"
-    args.input = str(out / "sample_videos")
-    status = cmd_run(args)
+    try:
+        with guard_output(args.output):  # held across the sample writing and the run inside
+            write_demo_videos(out / "sample_videos")
+            log.info("demo sample: %s", out / "sample_videos")
+            args.pipeline = args.pipeline or "demo"
+            args.input = str(out / "sample_videos")
+            status = cmd_run(args)
+    except OutputError as exc:
+        _fail(str(exc))
+        return 2
     if status == 0 and not args.no_report:
         try:
             from dashboard.report import build_report

@@ -173,7 +173,7 @@ class Manifest:
     # -- reading ----------------------------------------------------------------------------------------
     def read(self, name: str) -> pa.Table:
         folder = join(self.root, "manifest", name)
-        paths = sorted(p for p in self.fs.ls(folder, detail=False) if p.endswith(".parquet"))
+        paths = sorted(p for p in self.fs.ls(folder, detail=False) if p.endswith(".parquet") and "/.tmp-" not in p)
         tables = []
         for path in paths:
             with self.fs.open(path, "rb") as handle:

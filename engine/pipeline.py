@@ -239,4 +239,6 @@ def _check_columns(pipeline: Pipeline, known: dict[str, str]) -> list[str]:
                 hint = f"; add a stage that writes it before this one ({', '.join(writers)})" if writers else ""
                 problems.append(f"stages[{i}] ({stage.name}) reads column '{column}', which no earlier stage writes{hint}")
         available.update(stage.adds)
+    if not fan_outs and not problems:  # the manifest and every clip stage work on the clips the splitter makes
+        problems.append("the pipeline has no splitting stage: add '- stage: split' after probe")
     return problems

@@ -13,7 +13,7 @@ from importlib import metadata
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.io import fingerprint, list_inputs
+from engine.io import InputError, fingerprint, list_inputs, mark_duplicates
 from engine.manifest import Manifest, error_counts
 from engine.pipeline import Pipeline
 from engine.stage import BASE_COLUMNS, ERROR, OK, RunContext, describe, error_fields
@@ -52,18 +52,12 @@ def ingest(uris: list[str], threads: int = 16) -> pa.Table:
             return {"uri": uri, "video_id": vid, "bytes": size, "status": OK}
         except Exception as exc:  # noqa: BLE001 - any unreadable input is data
             vid = "uri-" + hashlib.sha256(uri.encode()).hexdigest()[:12]
-            return {"uri": uri, "video_id": vid, "bytes": None, **error_fields("ingest", uri, describe(exc))}
+            cause = (str(exc).splitlines()[0] or "unreadable") if isinstance(exc, InputError) else describe(exc)
+            return {"uri": uri, "video_id": vid, "bytes": None, **error_fields("ingest", uri, cause)}
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         rows = list(pool.map(one, uris))
-    seen, unique = set(), []
-    for row in rows:
-        if row["video_id"] in seen:
-            log.info("skipping %s: same content as an earlier input", row["uri"])
-            continue
-        seen.add(row["video_id"])
-        unique.append(row)
-    return pa.Table.from_pylist(unique, schema=pa.schema(BASE_COLUMNS))
+    return pa.Table.from_pylist(mark_duplicates(rows), schema=pa.schema(BASE_COLUMNS))
 
 
 def versions() -> dict[str, str]:
