@@ -120,8 +120,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     table = Table(title=f"{args.output} — pipeline '{run['pipeline']['name']}' ({run['executor']})")
     table.add_column("what")
     table.add_column("count", justify="right")
-    for key in ("videos", "videos_ok", "videos_error", "skipped", "clips", "kept"):
-        table.add_row(key, str(s[key]))
+    for key in ("videos", "videos_ok", "videos_error", "skipped", "clips", "clips_error", "kept"):
+        table.add_row(key, str(s.get(key, 0)))
     console.print(table)
     timing = Table(title="per-stage time (summed over workers)")
     timing.add_column("stage")
@@ -129,15 +129,23 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for stage, seconds in s["stage_seconds"].items():
         timing.add_row(stage, f"{seconds:.2f}")
     console.print(timing)
-    videos = manifest.read("videos")
-    errors = [(u, e) for u, st, e in zip(videos.column("uri").to_pylist(), videos.column("status").to_pylist(),
-                                          videos.column("error").to_pylist()) if st == "error"]
+    errors = []
+    for name in ("videos", "clips"):  # a video's own error, then each failed clip of a video that is ok
+        try:
+            rows = manifest.read(name)
+        except (FileNotFoundError, ValueError):  # no clips at all
+            continue
+        clip_ids = rows.column("clip_id").to_pylist() if "clip_id" in rows.column_names else [None] * rows.num_rows
+        errors += [(u, c, e) for u, c, st, e in zip(rows.column("uri").to_pylist(), clip_ids,
+                                                     rows.column("status").to_pylist(),
+                                                     rows.column("error").to_pylist()) if st == "error"]
     if errors:
         err = Table(title=f"errors ({len(errors)})")
         err.add_column("file")
+        err.add_column("clip")
         err.add_column("cause")
-        for uri, message in errors:
-            err.add_row(Path(uri).name, message.split(": ", 2)[-1] if message else "")
+        for uri, clip_id, message in errors:
+            err.add_row(Path(uri).name, clip_id or "", message.split(": ", 2)[-1] if message else "")
         console.print(err)
     return 0
 
@@ -157,15 +165,16 @@ def _print_summary(summary) -> None:
     table.add_column("errors", justify="right")
     table.add_column("skipped (done before)", justify="right")
     table.add_column("clips", justify="right")
+    table.add_column("clip errors", justify="right")
     table.add_column("kept", justify="right")
     table.add_column("seconds", justify="right")
     table.add_row(*(str(v) for v in (summary.videos, summary.videos_ok, summary.videos_error, summary.skipped,
-                                      summary.clips, summary.kept)), f"{summary.seconds:.1f}")
+                                      summary.clips, summary.clips_error, summary.kept)), f"{summary.seconds:.1f}")
     console.print(table)
     if summary.errors_by_cause:
         causes = Table(title="errors by cause")
         causes.add_column("cause")
-        causes.add_column("videos", justify="right")
+        causes.add_column("videos or clips", justify="right")
         for cause, count in summary.errors_by_cause.items():
             causes.add_row(cause, str(count))
         console.print(causes)

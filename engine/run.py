@@ -34,6 +34,7 @@ class RunSummary:
     clips: int
     kept: int
     seconds: float
+    clips_error: int = 0  # clips that failed in a stage (their video is ok); their causes are in errors_by_cause
     stage_seconds: dict[str, float] = field(default_factory=dict)
     errors_by_cause: dict[str, int] = field(default_factory=dict)
     output: str = ""
@@ -101,11 +102,15 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
         kept_mask = pc.and_(kept_mask, pc.fill_null(clips.column("keep"), True))
     kept = int(pc.sum(pc.fill_null(kept_mask, False).cast(pa.int64())).as_py() or 0)
     n_error = int(pc.sum(pc.equal(video_table.column("status"), ERROR).cast(pa.int64())).as_py() or 0)
+    clips_error = int(pc.sum(pc.equal(clips.column("status"), ERROR).cast(pa.int64())).as_py() or 0) if clips.num_rows else 0
+    causes = error_causes(video_table)
+    for cause, count in (error_causes(clips) if clips.num_rows else {}).items():
+        causes[cause] = causes.get(cause, 0) + count
     summary = RunSummary(
         videos=video_table.num_rows, videos_ok=video_table.num_rows - n_error, videos_error=n_error,
         skipped=videos.num_rows - todo.num_rows, clips=clips.num_rows, kept=kept,
-        seconds=time.time() - started, stage_seconds=stage_seconds, errors_by_cause=error_causes(video_table),
-        output=output,
+        seconds=time.time() - started, stage_seconds=stage_seconds, clips_error=clips_error,
+        errors_by_cause=dict(sorted(causes.items(), key=lambda kv: -kv[1])), output=output,
     )
     _write_run_file(manifest, pipeline, inputs, executor, summary, started)
     return summary

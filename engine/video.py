@@ -149,6 +149,7 @@ class PacketIndex:
     pts: list[int]  # sorted presentation timestamps, one per frame (the probe's frame count)
     keyframes: list[int]  # sorted timestamps of packets flagged as keyframes (seek targets)
     trusted: bool  # timestamps can name frames: present, unique, from a container that stores them
+    reorders: bool  # decode order differs from presentation order (B-frames)
 
 
 # AVI stores no presentation times: FFmpeg derives them from a frame counter, and MPEG-4 Part 2 with packed
@@ -181,7 +182,7 @@ def scan_packets(container: av.container.InputContainer, stream: av.video.stream
     unique = sorted(set(pts))
     trusted = (not missing and len(unique) == len(pts)
                and not UNTIMED_FORMATS & set(container.format.name.split(",")))
-    return PacketIndex(pts=unique, keyframes=sorted(set(keyframes)), trusted=trusted)
+    return PacketIndex(pts=unique, keyframes=sorted(set(keyframes)), trusted=trusted, reorders=pts != unique)
 
 
 def _first_frame_rotation(path: str) -> int:
@@ -236,6 +237,11 @@ class _Untrusted(Exception):
     """The decoded timestamps contradict the packet index: frames must be counted instead."""
 
 
+class SpanRestart(Exception):
+    """``iter_span`` found part-way that timestamps cannot name this file's frames; the reader now counts
+    frames, so the caller starts the span again."""
+
+
 def _is_keyframe(frame: av.VideoFrame) -> bool:
     return bool(frame.key_frame) or frame.pict_type == PictureType.I
 
@@ -266,6 +272,7 @@ class PyAVReader:
             raise VideoError("video stream has no packets")
         self.pts = index.pts
         self.keyframes = index.keyframes or self.pts[:1]
+        self.reorders = index.reorders
         self.num_frames = len(self.pts)
         # A full decode that gave fewer frames than there are packets (the splitter's count) lost frames to
         # damaged packets: only counting numbers the frames after them as that decode did.
@@ -312,19 +319,90 @@ class PyAVReader:
     def _by_timestamp(self, order: list[int], got: dict[int, np.ndarray]) -> None:
         i = 0
         while i < len(order):
-            k = max(0, bisect.bisect_right(self.keyframes, self.pts[order[i]]) - 1)
-            for start in (k, k - 1, None):  # None: decode from the start, which cannot land late
-                if start is not None and start < 0:
-                    continue
-                after = self._run(start, order, i, got)
-                if after is not None:
-                    i = after
-                    break
+            frames = self._landed(order[i])
+            try:
+                for position, frame in frames:
+                    if position == order[i]:
+                        got[position] = self._rgb(frame)
+                        i += 1
+                        if i == len(order) or self._key_index(order[i]) > self._key_index(position):
+                            break  # done, or a keyframe lies between: seeking there beats decoding up to it
+                else:
+                    raise _Untrusted(f"the stream ends before frame {order[i]}")
+            finally:
+                frames.close()
 
-    def _run(self, start: int | None, order: list[int], i: int, got: dict[int, np.ndarray]) -> int | None:
-        """Decode from keyframe ``start`` (None: the beginning) and collect targets ``order[i:]`` until a
-        later keyframe is closer to the next one; returns the next target's position, or None when the
-        seek landed past ``order[i]``."""
+    def _by_counting(self, order: list[int], got: dict[int, np.ndarray]) -> None:
+        j, position, last = 0, -1, None
+        frames = self._counted()
+        try:
+            for position, frame in frames:
+                last = frame
+                if position == order[j]:
+                    got[position] = self._rgb(frame)
+                    j += 1
+                    if j == len(order):
+                        return
+            if last is None:
+                raise VideoError("no frame could be decoded")
+            tail = got.get(position)
+            tail = self._rgb(last) if tail is None else tail
+        finally:
+            last = None
+            frames.close()
+        self.substituted = order[j:]  # past the last decodable frame: the damaged-tail policy
+        for target in self.substituted:
+            got[target] = tail
+
+    def iter_span(self, start: int, end: int) -> Iterator[tuple[int, av.VideoFrame]]:
+        """Frames ``start..end-1`` as decoded (not converted), numbered as ``get_frames`` numbers them; with
+        ``by_timestamp`` their ``pts`` are the source's, in order. Raises ``SpanRestart`` when the
+        timestamps turn out unable to name frames part-way (the reader counts from then on: start again);
+        a span past the last decodable frame ends early."""
+        frames = self._landed(start) if self.by_timestamp else self._counted()
+        try:
+            for position, frame in frames:
+                if position >= end:
+                    return
+                if position >= start:
+                    yield position, frame
+        except _Untrusted as why:
+            self.by_timestamp = False
+            raise SpanRestart(str(why)) from None
+        finally:
+            frames.close()
+
+    # -- numbered frames --------------------------------------------------------------------------------
+    def _key_index(self, frame: int) -> int:
+        return bisect.bisect_right(self.keyframes, self.pts[frame]) - 1
+
+    def _landed(self, target: int) -> Iterator[tuple[int, av.VideoFrame]]:
+        """Numbered frames from the last keyframe at or before ``target``, one keyframe earlier when the seek
+        landed past it, or from the start."""
+        k = max(0, self._key_index(target))
+        for start in (k, k - 1, None):  # None: decode from the start, which cannot land late
+            if start is not None and start < 0:
+                continue
+            frames = self._numbered(start)
+            first = next(frames, None)
+            if first is None:
+                raise _Untrusted(f"nothing decodes after the seek to frame {target}")
+            if first[0] <= target:
+                return self._chain(first, frames)
+            frames.close()
+        raise AssertionError("a decode from the start landed past a frame")
+
+    @staticmethod
+    def _chain(first: tuple[int, av.VideoFrame], rest: Iterator) -> Iterator[tuple[int, av.VideoFrame]]:
+        try:
+            yield first
+            yield from rest
+        finally:
+            rest.close()
+
+    def _numbered(self, start: int | None) -> Iterator[tuple[int, av.VideoFrame]]:
+        """Frames from keyframe ``start`` (None: the beginning) named by timestamp rank. Raises _Untrusted
+        when a decoded timestamp is unknown, goes backwards or skips a frame."""
         if start is None:
             self._reopen()
         else:
@@ -337,52 +415,29 @@ class PyAVReader:
                     if not _is_keyframe(frame):
                         continue  # a leading picture or one whose reference lies before the seek point
                     trusted = True
-                    if self._rank.get(frame.pts, -1) > order[i]:
-                        return None
                 position = self._rank.get(frame.pts) if frame.pts is not None else None
                 if position is None:
                     raise _Untrusted(f"decoded timestamp {frame.pts} is not in the packet index")
                 if last >= 0 and position != last + 1:
                     raise _Untrusted(f"decoded timestamps go from frame {last} to {position}")
-                if last < 0 and position > order[i]:
+                if start is None and last < 0 and position != 0:
                     raise _Untrusted(f"decoding from the start begins at frame {position}")
                 last = position
-                if position == order[i]:
-                    got[position] = self._rgb(frame)
-                    i += 1
-                    if i == len(order):
-                        return i
-                    if bisect.bisect_right(self.keyframes, self.pts[order[i]]) > bisect.bisect_right(
-                            self.keyframes, frame.pts):
-                        return i  # a keyframe lies between: seeking there beats decoding up to it
+                yield position, frame
         finally:
             frames.close()
-        raise _Untrusted(f"the stream ends before frame {order[i]}")
 
-    def _by_counting(self, order: list[int], got: dict[int, np.ndarray]) -> None:
+    def _counted(self) -> Iterator[tuple[int, av.VideoFrame]]:
+        """Frames of a decode from the start, numbered by counting; sets ``decodable`` at the end."""
         self._reopen()
-        position, j, last = -1, 0, None
+        position = -1
         frames = self._decode()
         try:
-            for frame in frames:
-                position += 1
-                last = frame
-                if position == order[j]:
-                    got[position] = self._rgb(frame)
-                    j += 1
-                    if j == len(order):
-                        return
+            for position, frame in enumerate(frames):
+                yield position, frame
             self.decodable = position + 1
-            if last is None:
-                raise VideoError("no frame could be decoded")
-            tail = got.get(position)
-            tail = self._rgb(last) if tail is None else tail
         finally:
-            last = None
             frames.close()
-        self.substituted = order[j:]  # past the last decodable frame: the damaged-tail policy
-        for target in self.substituted:
-            got[target] = tail
 
     # -- decoding ---------------------------------------------------------------------------------------
     def _decode(self) -> Iterator[av.VideoFrame]:
