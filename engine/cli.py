@@ -159,17 +159,21 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     console.print(timing)
     rows = []
     for name in ("videos", "clips"):
-        table = manifest.read(name)
+        try:
+            table = manifest.read(name)
+        except (FileNotFoundError, ValueError):  # no clips at all
+            continue
         if table.num_rows and "error_cause" in table.column_names:
-            rows += [r for r in table.select(["uri", "status", "error_stage", "error_cause"]).to_pylist()
-                     if r["status"] == "error"]
+            columns = ["uri", "status", "error_stage", "error_cause"] + (["clip_id"] if "clip_id" in table.column_names else [])
+            rows += [r for r in table.select(columns).to_pylist() if r["status"] == "error"]
     if rows:
         err = Table(title=f"errors ({len(rows)})")
         err.add_column("file")
+        err.add_column("clip")
         err.add_column("stage")
         err.add_column("cause")
         for row in rows:
-            err.add_row(Path(row["uri"]).name, row["error_stage"] or "", row["error_cause"] or "")
+            err.add_row(Path(row["uri"]).name, row.get("clip_id") or "", row["error_stage"] or "", row["error_cause"] or "")
         console.print(err)
     return 0
 
