@@ -99,6 +99,12 @@ def object_flow(a: np.ndarray, b: np.ndarray, model: PairModel, flow: np.ndarray
     return float(mag[inside].mean()) if inside.any() else NAN
 
 
+def mean_reach(width: int, height: int) -> float:
+    """Mean distance of a frame point from the centre: turns a zoom or roll into px/frame at the frame."""
+    ys, xs = np.mgrid[0:height:max(1, height // 36), 0:width:max(1, width // 64)]
+    return float(np.hypot(xs - width / 2, ys - height / 2).mean())
+
+
 def classify(models: list[PairModel], width: int, height: int, static_px: float = 0.25,
              dominant: float = 0.6) -> str:
     """One of MOVES for a clip from its pairs' camera models (see the module docstring)."""
@@ -106,7 +112,7 @@ def classify(models: list[PairModel], width: int, height: int, static_px: float 
         return "static"
     if float(np.mean([m.speed for m in models])) < static_px:
         return "static"
-    reach = 0.38 * math.hypot(width, height)  # mean distance of a frame point from the centre
+    reach = mean_reach(width, height)
     vectors = np.array([[m.tx, m.ty, m.zoom * reach, m.rot * reach] for m in models])
     mean = vectors.mean(axis=0)
     jitter = float(np.linalg.norm(vectors - mean, axis=1).mean())
