@@ -122,6 +122,8 @@ def _write_run_file(manifest: Manifest, pipeline: Pipeline, inputs: str, executo
     manifest.write_json(RUN_FILE, {
         "pipeline": {"name": pipeline.name, "source": pipeline.source, "text": pipeline.text,
                      "stages": [{"stage": s.name, **s.config()} for s in pipeline.stages]},
+        # what stages declare about their columns and thresholds (the dashboard reads its threshold lines here)
+        "declarations": {str(i): s.declares() for i, s in enumerate(pipeline.stages) if hasattr(s, "declares")},
         "inputs": inputs,
         "executor": executor.name,
         "started": datetime.fromtimestamp(started, timezone.utc).isoformat(),

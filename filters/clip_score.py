@@ -24,6 +24,7 @@ from engine.video import clip_frame_indices
 from engine.tiny import resolve_name
 from filters import clip_models
 from filters.frames import group_by_video, read_video_clips
+from filters.scorers.aesthetic import DECLARATIONS
 
 log = logging.getLogger(__name__)
 NAN = float("nan")
@@ -36,11 +37,8 @@ class ClipScore(ModelStage):
     name: ClassVar[str] = "clip_score"
     reads: ClassVar[tuple[str, ...]] = ("uri", "clip_id", "start_frame", "end_frame", "display_width",
                                         "display_height")
-    adds: ClassVar[dict[str, pa.DataType]] = {
-        "aesthetic_mean": pa.float64(),  # LAION aesthetic score (about 1-10), mean over the aesthetic frames
-        "aesthetic_min": pa.float64(),
-        "consistency_mean": pa.float64(),  # cosine similarity of adjacent sampled frames' CLIP embeddings
-        "consistency_min": pa.float64(),  # the least similar adjacent pair: a jump inside the clip
+    adds: ClassVar[dict[str, pa.DataType]] = {  # the scores' units and meaning: filters/scorers/aesthetic.py
+        **{name: column.type for d in DECLARATIONS for name, column in d.columns.items()},
         "clip_frames_scored": pa.int32(),
         "clip_embedding": pa.list_(pa.float32()),  # mean normalised embedding (only with store_embedding)
         "clip_untrained": pa.bool_(),  # True when the tower or the head is a random-weight test model
@@ -64,6 +62,10 @@ class ClipScore(ModelStage):
         """Model names with ``tiny:NAME`` test models resolved to their built paths."""
         head = resolve_name(self.aesthetic_head) if self.aesthetic_head else ""
         return resolve_name(self.clip_model), head
+
+    def declares(self) -> dict:
+        """What ``run.json`` records: the declarations of the scores this stage writes."""
+        return {"scorers": [d.as_json() for d in DECLARATIONS]}
 
     def models(self) -> list[ModelRef]:
         clip, head = self._names()
