@@ -58,6 +58,7 @@ class Filter(Stage):
 
     name: ClassVar[str] = "filter"
     adds: ClassVar[dict[str, pa.DataType]] = {"keep": pa.bool_(), "drop_reason": pa.string()}
+    signed_keys: ClassVar[tuple[str, ...]] = ("min_consistency",)  # a cosine similarity: -1..1
 
     min_duration_s: float | None = None  # clip length in seconds (split already enforces its own minimum)
     max_duration_s: float | None = None

@@ -95,7 +95,7 @@ class Encode(Stage):
     max_tokens: int = 77  # caption tokens kept, BOS and EOS included (CLIP: 77)
     save_logvar: bool = False  # also store the posterior log-variance (latent_logvar)
     save_jpg: bool = False  # also store the first sampled frame (cropped) as jpg
-    jpg_quality: int = 90
+    jpg_quality: int = 90  # JPEG quality of the saved first frame (1..100)
     device: str = "auto"  # auto: cuda if available, else cpu
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"  # compute dtype on a GPU (a CPU uses float32)
     # torch.compile the image VAE (GPU: 1.8-2.1x eager; max-autotune compiles for minutes, once per bucket shape)
