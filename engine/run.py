@@ -13,7 +13,7 @@ from importlib import metadata
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.io import InputError, fingerprint, list_inputs, mark_duplicates
+from engine.io import VIDEO_EXTENSIONS, InputError, fingerprint, list_inputs, mark_duplicates
 from engine.manifest import Manifest, error_counts
 from engine.pipeline import Pipeline
 from engine.stage import BASE_COLUMNS, ERROR, OK, RunContext, describe, error_fields
@@ -74,6 +74,11 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
     started = time.time()
     manifest = Manifest(output)
     uris = list_inputs(inputs)
+    if not uris:
+        from engine.errors import UserError
+
+        raise UserError(f"no videos in '{inputs}' (looked for {', '.join(VIDEO_EXTENSIONS[:4])}, ...); give a folder "
+                        "of videos, a glob, a .txt list of URIs or one video")
     videos = ingest(uris)
     done = manifest.completed_videos()
     todo = videos.filter(pa.array([v not in done for v in videos.column("video_id").to_pylist()]))

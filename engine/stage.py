@@ -67,6 +67,7 @@ class ModelRef:
     field: str  # the stage field that names it, for error messages
     name: str  # hub id or local directory
     kind: str  # "transformers" | "diffusers" | "open_clip" | "file"
+    source: str = ""  # where to get it, when that is not the hub (said in the message when it is missing)
 
 
 @dataclass(kw_only=True, slots=True)

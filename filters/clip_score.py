@@ -71,7 +71,7 @@ class ClipScore(ModelStage):
         clip, head = self._names()
         refs = [clip_models.clip_model_ref("clip_model", clip)]
         if head:
-            refs.append(ModelRef(field="aesthetic_head", name=head, kind="file"))
+            refs.append(ModelRef(field="aesthetic_head", name=head, kind="file", source=clip_models.HEAD_SOURCE))
         return refs
 
     def check(self) -> list[str]:

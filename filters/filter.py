@@ -60,6 +60,7 @@ class Filter(Stage):
 
     name: ClassVar[str] = "filter"
     adds: ClassVar[dict[str, pa.DataType]] = {"keep": pa.bool_(), "drop_reason": pa.string()}
+    signed_keys: ClassVar[tuple[str, ...]] = ("min_consistency",)  # a cosine similarity: -1..1
 
     missing: Literal["drop", "keep"] = "drop"  # what a missing (NaN/null) value does to its rule
     batch_size: int = 1024

@@ -95,7 +95,7 @@ class Encode(ModelStage):
     max_tokens: int = 77  # caption tokens kept, BOS and EOS included (CLIP: 77)
     save_logvar: bool = False  # also store the posterior log-variance (latent_logvar)
     save_jpg: bool = False  # also store the first sampled frame (cropped) as jpg
-    jpg_quality: int = 90
+    jpg_quality: int = 90  # JPEG quality of the saved first frame (1..100)
     # torch.compile the image VAE (GPU: 1.8-2.1x eager; max-autotune compiles for minutes, once per bucket shape)
     compile: Literal["none", "default", "max-autotune-no-cudagraphs"] = "none"
     frames_per_batch: int = 64  # VAE batch in frames, whole clips (H200 bf16: 64 at 256², 16 at 512²)
