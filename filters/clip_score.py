@@ -6,8 +6,8 @@ middle too when ``frames`` is odd), decoded straight at the model's input scale.
 first, middle and last of them (``aesthetic_frames: all`` uses every one) and are reduced by mean and
 min; consistency is the cosine similarity of adjacent sampled frames (mean and min), from the same
 embeddings. Each clip's mean embedding (re-normalised, fp16) and a hash of its decoded frames go to
-``<out>/embeddings`` (filters/embeddings.py) for the ``dedup`` stage. Under Ray this stage is an actor pool (it has a ``setup``); give it GPUs in the pipeline file:
-``resources: {cpus: 4, gpus: 1}``.
+``<out>/embeddings`` (filters/embeddings.py) for the ``dedup`` stage. Under Ray this stage is an actor
+pool (it has a ``setup``); give it GPUs in the pipeline file: ``resources: {cpus: 4, gpus: 1}``.
 """
 
 from __future__ import annotations
