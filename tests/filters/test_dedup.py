@@ -269,3 +269,18 @@ def test_pipeline_errors_name_what_to_change() -> None:
     with pytest.raises(PipelineError) as err:
         parse_pipeline("stages:\n  - stage: probe\n  - stage: split\n  - stage: dedup\n", check_models=False)
     assert "reads column 'clip_frames_scored'" in str(err.value) and "clip_score" in str(err.value)
+
+
+def test_the_funnel_and_the_dashboard_count_duplicates(result) -> None:
+    import json
+
+    from dashboard.data import collect
+
+    out, rows = result
+    steps = json.loads((out / "manifest" / "funnel.json").read_text())["steps"]
+    assert steps[-1]["rule"] == "dedup" and steps[-1]["removed"] == 9
+    assert steps[-1]["remaining"] == sum(bool(r["keep"]) for r in rows)
+    data = collect(str(out), gallery=4)
+    funnel = {step["key"]: step["count"] for step in data.funnel}
+    assert funnel["passed_filters"] == len(rows) and funnel["kept"] == len(rows) - 9
+    assert {r["reason"]: r["count"] for r in data.reasons} == {"duplicate (dedup)": 9}
