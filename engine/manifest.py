@@ -34,9 +34,10 @@ def _key(video_id: str, clip_id: str | None) -> str:
 
 
 class Manifest:
-    def __init__(self, output: str):
+    def __init__(self, output: str, parts: str = PARTS):
         self.output = output.rstrip("/")
         self.fs, self.root = output_fs(output)
+        self.parts = parts  # where this manifest's parts live (stages after a barrier keep their own)
 
     # -- parts ---------------------------------------------------------------------------------------------
     def write_part(self, table: pa.Table) -> str:
@@ -47,12 +48,12 @@ class Manifest:
         name = hashlib.sha1("\n".join(keys).encode()).hexdigest()[:20]
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="zstd")
-        path = join(self.root, PARTS, f"{name}.parquet")
+        path = join(self.root, self.parts, f"{name}.parquet")
         write_atomic(self.fs, path, buffer.getvalue())
         return path
 
     def part_paths(self) -> list[str]:
-        folder = join(self.root, PARTS)
+        folder = join(self.root, self.parts)
         if not self.fs.exists(folder):
             return []
         return sorted(p for p in self.fs.ls(folder, detail=False) if p.endswith(".parquet") and "/.tmp-" not in p)
@@ -87,13 +88,14 @@ class Manifest:
         return {vid for vid, n in expected.items() if len(seen[vid]) >= n}
 
     # -- final manifest ---------------------------------------------------------------------------------
-    def compact(self, video_columns: list[str], video_stages: tuple[str, ...] = ()
+    def compact(self, video_columns: list[str], video_stages: tuple[str, ...] = (), write: bool = True
                 ) -> tuple[pa.Table, pa.Table, dict[str, float]]:
-        """Write manifest/videos and manifest/clips from the parts; return them and the stage timings.
-        ``video_stages`` ran before the splitter: their seconds are counted once per video, not per clip."""
+        """Write manifest/videos and manifest/clips from the parts (unless ``write`` is false); return them and
+        the stage timings. ``video_stages`` ran before the splitter: their seconds are counted once per video,
+        not per clip."""
         table = self._read_parts()
         if table is None:
-            raise RuntimeError(f"no results under {self.output}/{PARTS}: nothing was processed")
+            raise RuntimeError(f"no results under {self.output}/{self.parts}: nothing was processed")
         complete = self.completed_videos()
         table = table.filter(pa.array([v in complete for v in table.column("video_id").to_pylist()]))
         keys = [_key(v, c) for v, c in zip(table.column("video_id").to_pylist(), table.column("clip_id").to_pylist())]
@@ -115,8 +117,9 @@ class Manifest:
         clips = clip_rows.drop_columns(timing_cols).sort_by([("video_id", "ascending"), ("start_frame", "ascending")])
         videos = video_rows.drop_columns([c for c in timing_cols if c in video_rows.column_names])
         videos = videos.sort_by([("video_id", "ascending")])
-        self.write_table("videos", videos)
-        self.write_table("clips", clips)
+        if write:
+            self.write_table("videos", videos)
+            self.write_table("clips", clips)
         return videos, clips, timings
 
     def add_clip_columns(self, clips: pa.Table, added: pa.Table) -> pa.Table:
@@ -131,6 +134,9 @@ class Manifest:
         clips = clips.sort_by([("video_id", "ascending"), ("start_frame", "ascending")])
         self.write_table("clips", clips)
         return clips
+
+    def write_clips(self, clips: pa.Table) -> None:
+        self.write_table("clips", clips)
 
     def _video_rows(self, table: pa.Table, video_columns: list[str]) -> pa.Table:
         """One row per video: its metadata, its status (error if it produced an error before splitting) and

@@ -13,6 +13,7 @@ from importlib import metadata
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.barrier import run_segments
 from engine.io import VIDEO_EXTENSIONS, InputError, fingerprint, list_inputs, mark_duplicates
 from engine.manifest import Manifest, error_counts
 from engine.pipeline import Pipeline
@@ -85,13 +86,11 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
     log.info("%d inputs, %d already finished, %d to process", videos.num_rows, videos.num_rows - todo.num_rows,
              todo.num_rows)
     ctx = RunContext(output=output, on_error=on_error)
-    if todo.num_rows:
-        executor.run(pipeline, todo, ctx, manifest.write_part)
     split_at = pipeline.fan_out_index
     video_stages = tuple(s.name for s in pipeline.stages[:split_at]) if split_at is not None else ()
-    video_table, clips, stage_seconds = manifest.compact(pipeline.video_columns(), video_stages)
+    video_table, clips, stage_seconds = run_segments(pipeline, todo, ctx, executor, manifest, video_stages)
     for stage in pipeline.stages:
-        if stage.finalizes:
+        if stage.finalizes and not stage.barrier:  # a barrier's finalize ran between the stages
             begun = time.perf_counter()
             added = stage.finalize(ctx, clips)
             stage_seconds[f"{stage.name} (finalize)"] = time.perf_counter() - begun

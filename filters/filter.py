@@ -157,6 +157,12 @@ class Filter(Stage):
             alive = [i for i in alive if i not in failing]
             steps.append({"rule": rule.field, "column": rule.column, "threshold": getattr(self, rule.field),
                           "fail": fails[rule.field], "removed": before - len(alive), "remaining": len(alive)})
+        if "duplicate_of" in ok.column_names:  # the dedup stage, after the thresholds (filters/dedup.py)
+            duplicates = {i for i, d in enumerate(ok.column("duplicate_of").to_pylist()) if d is not None}
+            before = len(alive)
+            alive = [i for i in alive if i not in duplicates]
+            steps.append({"rule": "dedup", "column": "duplicate_of", "threshold": None, "fail": len(duplicates),
+                          "removed": before - len(alive), "remaining": len(alive)})
         kept = int(pc.sum(pc.fill_null(ok.column("keep"), True).cast(pa.int64())).as_py() or 0) \
             if "keep" in ok.column_names and ok.num_rows else ok.num_rows
         return {"clips": clips.num_rows, "clips_ok": ok.num_rows, "clips_error": clips.num_rows - ok.num_rows,
