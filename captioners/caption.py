@@ -90,6 +90,9 @@ class Caption(Stage):
                                    self.max_pixels, self.min_pixels)
         return FramePlan(indices=indices, size=size, seconds_per_frame=step)
 
+    def teardown(self) -> None:
+        self.feeder.close()
+
     def process_batch(self, batch: pa.Table) -> pa.Table:
         from captioners.vlm import ClipFrames
 

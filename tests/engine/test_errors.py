@@ -118,8 +118,9 @@ def test_stage_seconds_count_a_video_stage_once_per_video_not_once_per_clip(tmp_
                          "clips_in_video": 3,
                          "_sec_probe": 1.0, "_sec_split": 0.5})
     manifest = Manifest(str(tmp_path / "out"))
-    manifest.write_part(conform(pa.Table.from_pylist(rows), BASE_COLUMNS))
-    _, clips, seconds = manifest.compact(["uri", "video_id", "bytes", "status", "error"], ("probe",))
+    table = pa.Table.from_pylist(rows)
+    schema = {**BASE_COLUMNS, "clip_id": pa.string(), "start_frame": pa.int32(), "clips_in_video": pa.int32()}
+    _, clips, seconds, _ = manifest.compact(table, schema, ["uri", "video_id", "bytes", "status", "error"], ("probe",))
     assert clips.num_rows == 6
     assert seconds == {"probe": pytest.approx(2.0), "split": pytest.approx(3.0)}
 
