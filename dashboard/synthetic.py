@@ -8,15 +8,14 @@ clips then point into them at valid frame ranges.
 
 from __future__ import annotations
 
-import io
 import json
 from collections import Counter
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from engine.io import join, output_fs, write_atomic
+from engine.manifest import Manifest
 from engine.stage import error_fields
 
 FILTER = {"stage": "filter", "min_motion": 0.3, "min_aesthetic": 4.5, "max_text_area": 0.05, "min_clarity": 0.4,
@@ -44,13 +43,6 @@ SIZES = ((1920, 1080), (1280, 720), (720, 1280), (1080, 1080), (640, 360), (3840
 FPS = (24.0, 25.0, 30.0, 29.97, 60.0)
 WORDS = ("a", "the", "slowly", "bright", "red", "small", "walks", "across", "street", "camera", "pans", "over",
          "green", "field", "while", "light", "changes", "people", "talk", "near", "window", "dog", "runs")
-
-
-def _write(fs, root: str, name: str, table: pa.Table, rows_per_file: int = 500_000) -> None:
-    for index, start in enumerate(range(0, max(table.num_rows, 1), rows_per_file)):
-        buffer = io.BytesIO()
-        pq.write_table(table.slice(start, rows_per_file), buffer, compression="zstd")
-        write_atomic(fs, join(root, "manifest", name, f"part-{index:05d}.parquet"), buffer.getvalue())
 
 
 def write_synthetic_run(output: str, clips: int = 2000, seed: int = 0, sources: list[dict] | None = None,
@@ -137,12 +129,13 @@ def write_synthetic_run(output: str, clips: int = 2000, seed: int = 0, sources: 
         table["category"] = pa.array(category, pa.string())
         dsg = _dsg_columns(rng, kept, lengths)
         table.update({k: pa.array(v, pa.int32()) for k, v in dsg.items()})
-    _write(fs, root, "clips", pa.table(table))
+    manifest = Manifest(output)
+    manifest.write_table("clips", pa.table(table))
     clip_counts = np.bincount(owner, minlength=n_videos)
     v_uri = [f"/data/videos/v{i:06d}.mp4" for i in range(n_videos)]
     v_err = [(VIDEO_ERRORS[i % len(VIDEO_ERRORS)][0], u, VIDEO_ERRORS[i % len(VIDEO_ERRORS)][1]) if b else None
              for i, (u, b) in enumerate(zip(v_uri, bad))]
-    _write(fs, root, "videos", pa.table({
+    manifest.write_table("videos", pa.table({
         "uri": pa.array(v_uri), "video_id": pa.array(vid), "status": pa.array(np.where(bad, "error", "ok")),
         **_error_columns(v_err),
         "duration_s": pa.array(np.where(bad, np.nan, rng.uniform(5, 120, n_videos))),

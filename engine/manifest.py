@@ -71,8 +71,8 @@ class Manifest:
         videos = video_rows.drop_columns([c for c in timing_cols if c in video_rows.column_names])
         videos = videos.sort_by([("video_id", "ascending")])
         if write:
-            self._write_table("videos", videos)
-            self._write_table("clips", clips)
+            self.write_table("videos", videos)
+            self.write_table("clips", clips)
         return videos, clips, timings, computed
 
     def add_clip_columns(self, clips: pa.Table, added: pa.Table) -> pa.Table:
@@ -85,8 +85,11 @@ class Manifest:
         for name in new:
             clips = clips.append_column(name, added.column(name).take(take))
         clips = clips.sort_by([("video_id", "ascending"), ("start_frame", "ascending")])
-        self._write_table("clips", clips)
+        self.write_table("clips", clips)
         return clips
+
+    def write_clips(self, clips: pa.Table) -> None:
+        self.write_table("clips", clips)
 
     def _video_rows(self, table: pa.Table, video_columns: list[str]) -> pa.Table:
         """One row per video: its metadata, its status (error if it produced an error before splitting) and
@@ -110,7 +113,8 @@ class Manifest:
                                        pc.if_else(has_clips, value, rows.column(name)))
         return rows
 
-    def _write_table(self, name: str, table: pa.Table) -> None:
+    def write_table(self, name: str, table: pa.Table) -> None:
+        """``table`` as ``manifest/<name>/part-NNNNN.parquet`` (atomic writes; stale parts removed)."""
         folder = join(self.root, "manifest", name)
         old = [p for p in self.fs.ls(folder, detail=False)] if self.fs.exists(folder) else []
         written = []

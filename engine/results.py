@@ -261,7 +261,12 @@ def make_plan(stages: list[Stage], schemas: list[dict], videos: pa.Table, stores
     plan = Plan()
     table = videos.append_column(PENDING, pa.array([False] * videos.num_rows))
     split_seen = False
-    for stage, schema, store in zip(stages, schemas, stores):
+    for index, (stage, schema, store) in enumerate(zip(stages, schemas, stores)):
+        if stage.barrier:  # its decisions need every clip: what follows is known once it has run
+            waiting = int(pc.sum(todo_mask(stages[index + 1] if index + 1 < len(stages) else stage, table)
+                                 .cast(pa.int64())).as_py() or 0)
+            plan.steps += [Step(stage=s.name, unit="clips", reused=0, run=0, maybe=waiting) for s in stages[index:]]
+            break
         mask = todo_mask(stage, table)
         todo, rest = table.filter(mask), table.filter(pc.invert(mask))
         waiting = todo.filter(todo.column(PENDING))

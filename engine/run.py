@@ -23,9 +23,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine import generation
+from engine.barrier import run_segments
 from engine.content import ContentIds
 from engine.generation import RUN_FILE
-from engine.io import list_inputs
+from engine.io import VIDEO_EXTENSIONS, InputError, _http_cause, _protocol, check_regular, list_inputs, mark_duplicates
 from engine.manifest import Manifest, error_counts
 from engine.pipeline import Pipeline
 from engine.results import PENDING, Plan, ResultStore, make_plan, prune, settings, stage_fingerprints, store_name
@@ -64,24 +65,27 @@ def ingest(uris: list[str], ids: ContentIds, threads: int = 16) -> pa.Table:
     """One row per input with a content-derived id. An input that cannot be read becomes an error row
     (its id then derives from the URI) instead of stopping the run."""
 
+    def identify(uri: str) -> tuple[str, int]:
+        check_regular(uri)
+        try:
+            return ids.identify(uri)
+        except OSError as exc:  # fsspec reports HTTP failures as file errors: say what happened
+            if _protocol(uri) in ("http", "https"):
+                raise InputError(_http_cause(exc)) from None
+            raise
+
     def one(uri: str) -> dict:
         try:
-            vid, size = ids.identify(uri)
+            vid, size = identify(uri)
             return {"uri": uri, "video_id": vid, "bytes": size, "status": OK}
         except Exception as exc:  # noqa: BLE001 - any unreadable input is data
             vid = "uri-" + hashlib.sha256(uri.encode()).hexdigest()[:12]
-            return {"uri": uri, "video_id": vid, "bytes": None, **error_fields("ingest", uri, describe(exc))}
+            cause = (str(exc).splitlines()[0] or "unreadable") if isinstance(exc, InputError) else describe(exc)
+            return {"uri": uri, "video_id": vid, "bytes": None, **error_fields("ingest", uri, cause)}
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         rows = list(pool.map(one, uris))
-    seen, unique = set(), []
-    for row in rows:
-        if row["video_id"] in seen:
-            log.info("skipping %s: same content as an earlier input", row["uri"])
-            continue
-        seen.add(row["video_id"])
-        unique.append(row)
-    return pa.Table.from_pylist(unique, schema=pa.schema(BASE_COLUMNS))
+    return pa.Table.from_pylist(mark_duplicates(rows), schema=pa.schema(BASE_COLUMNS))
 
 
 def versions() -> dict[str, str]:
@@ -121,8 +125,14 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
         raise RunRequestError(f"--from {from_stage}: the pipeline has no such stage (its stages: {', '.join(names)})")
     first_fresh = 0 if force else names.index(from_stage) if from_stage is not None else len(stages)
     manifest = Manifest(output)
+    uris = list_inputs(inputs)
+    if not uris:
+        from engine.errors import UserError
+
+        raise UserError(f"no videos in '{inputs}' (looked for {', '.join(VIDEO_EXTENSIONS[:4])}, ...); give a folder "
+                        "of videos, a glob, a .txt list of URIs or one video")
     ids = ContentIds(output)
-    videos = ingest(list_inputs(inputs), ids)
+    videos = ingest(uris, ids)
     fingerprints = stage_fingerprints(stages)
     schemas = [pipeline.schema_after(i) for i in range(len(stages))]
     stores = [None if i >= first_fresh else ResultStore(output, s, fp, schema).load()
@@ -150,25 +160,33 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
     todo = videos.filter(pending_mask(videos))
     log.info("%d inputs: %d to process, %d finished from stored results", videos.num_rows, todo.num_rows,
              videos.num_rows - todo.num_rows)
-    tables = [finished]
-    try:
+    split_at = pipeline.fan_out_index
+    video_stages = tuple(s.name for s in stages[:split_at]) if split_at is not None else ()
+
+    def first_segment(segment: Pipeline, part: RunContext) -> pa.Table:
+        tables = [finished]
         if todo.num_rows:
-            executor.run(pipeline, todo, ctx, tables.append)
+            executor.run(segment, todo, part, tables.append)
+        return pa.concat_tables([t for t in tables if t.num_rows] or [finished], promote_options="permissive")
+
+    def clips_after(rows: pa.Table, index: int) -> pa.Table:
+        return manifest.compact(rows, schemas[index], pipeline.video_columns(), video_stages, write=False)[1]
+
+    try:
+        table, barrier_seconds = run_segments(pipeline, first_segment, ctx, executor, clips_after)
     except BaseException as exc:
         generation.set_phase(output, marker, generation.FAILED, describe(exc))
         raise
-    table = pa.concat_tables([t for t in tables if t.num_rows] or [finished], promote_options="permissive")
     missing = set(videos.column("video_id").to_pylist()) - set(table.column("video_id").to_pylist())
     if missing:
         raise RuntimeError(f"the executor lost {len(missing)} video(s), e.g. {sorted(missing)[:3]}")
 
     generation.set_phase(output, marker, generation.COMMITTING)
-    split_at = pipeline.fan_out_index
-    video_stages = tuple(s.name for s in stages[:split_at]) if split_at is not None else ()
     video_table, clips, stage_seconds, stage_rows = manifest.compact(table, schemas[-1], pipeline.video_columns(),
                                                                      video_stages)
+    stage_seconds.update(barrier_seconds)
     for stage in stages:
-        if stage.finalizes:
+        if stage.finalizes and not stage.barrier:  # a barrier's finalize ran between the stages
             begun = time.perf_counter()
             added = stage.finalize(ctx, clips)
             stage_seconds[f"{stage.name} (finalize)"] = time.perf_counter() - begun
@@ -219,6 +237,8 @@ def _write_run_file(manifest: Manifest, pipeline: Pipeline, fingerprints: list[s
         "columns": [{"stage": s.name, "fingerprint": fp, "settings": settings(s), "columns": sorted(s.adds),
                      "computed_rows": summary.stage_rows.get(s.name, 0)}
                     for s, fp in zip(pipeline.stages, fingerprints)],
+        # what stages declare about their columns and thresholds (the dashboard reads its threshold lines here)
+        "declarations": {str(i): s.declares() for i, s in enumerate(pipeline.stages) if hasattr(s, "declares")},
         "inputs": inputs,
         "executor": executor.name,
         "started": datetime.fromtimestamp(started, timezone.utc).isoformat(),

@@ -68,6 +68,7 @@ class ModelRef:
     field: str  # the stage field that names it, for error messages
     name: str  # hub id or local directory
     kind: str  # "transformers" | "diffusers" | "open_clip" | "file"
+    source: str = ""  # where to get it, when that is not the hub (said in the message when it is missing)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -113,6 +114,9 @@ class Stage:
     adds: ClassVar[dict[str, pa.DataType]] = {}  # columns this stage writes, with their types
     fan_out: ClassVar[bool] = False  # one input row becomes zero or more output rows (the splitter)
     skips_dropped: ClassVar[bool] = False  # rows with keep == False pass through untouched (costly stages)
+    # A barrier's finalize runs on the driver once every video has passed the stages before it, and its
+    # columns join the clips before the stages after it run (engine/barrier.py), e.g. dedup before caption.
+    barrier: ClassVar[bool] = False
 
     resources: Resources = field(default_factory=Resources)  # per-worker resources for the Ray executor
     batch_size: int = 8  # rows per process_batch call

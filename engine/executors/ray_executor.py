@@ -27,8 +27,6 @@ class _StageWorker:
     """One actor of a stateful stage: set up once, then called per batch."""
 
     def __init__(self, stage: Stage, ctx: RunContext, schema: dict, index: int):
-        import engine._torchvision_shim  # noqa: F401 - before any model library in this worker process
-
         self.stage, self.ctx, self.schema, self.index = stage, ctx, schema, index
 
     def __call__(self, batch: pa.Table) -> pa.Table:
