@@ -64,6 +64,11 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--on-error", choices=("record", "raise"), default="record",
                         help="record: a broken input becomes an error row; raise: stop on unexpected exceptions")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print which stages would run on how many videos/clips and what is reused; do nothing")
+    parser.add_argument("--force", action="store_true", help="recompute every stage, reusing no stored result")
+    parser.add_argument("--from", dest="from_stage", metavar="STAGE", default=None,
+                        help="recompute this stage and every later one; reuse the stages before it")
 
 
 def _load_pipeline(name: str):
@@ -94,12 +99,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     if pipeline is None:
         return 2
     from engine.lock import STORAGE_ERRNOS, guard_output, storage_message
+    from engine.run import RunRequestError
     from engine.stage import EnvironmentFault
+
+    def show_plan(plan) -> None:
+        title = "plan (dry run: nothing is done)" if args.dry_run else "plan"
+        console.print(f"[bold]{title}[/bold]\n" + "\n".join(f"  {line}" for line in plan.describe()))
 
     executor = _executor(args)
     try:
         with guard_output(args.output):
-            summary = run_pipeline(pipeline, args.input, args.output, executor, on_error=args.on_error)
+            summary = run_pipeline(pipeline, args.input, args.output, executor, on_error=args.on_error,
+                                   force=args.force, from_stage=args.from_stage, dry_run=args.dry_run,
+                                   on_plan=show_plan)
+    except RunRequestError as exc:
+        _fail(str(exc))
+        return 2
     except OSError as exc:  # storage failing mid-run (disk full, remounted read-only): say so, no traceback
         if exc.errno not in STORAGE_ERRNOS:
             raise
@@ -113,6 +128,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if hasattr(executor, "shutdown"):
             executor.shutdown()
+    if args.dry_run:
+        for kind, uris in summary.inputs_changed.items():
+            console.print(f"inputs {kind} since the last run: {len(uris)}")
+        return 0
     _print_summary(summary)
     return 0 if summary.videos_ok or summary.videos == 0 else 1
 
@@ -142,14 +161,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from engine.generation import IncompleteOutput, state
     from engine.manifest import Manifest
-    from engine.run import RUN_FILE
 
     manifest = Manifest(args.output)
-    if not manifest.exists(RUN_FILE):
-        console.print(f"[red]{args.output} holds no finished run ({RUN_FILE} missing)[/red]")
+    current = state(args.output)
+    try:
+        run = current.require(args.output)
+    except IncompleteOutput as exc:
+        console.print(f"[red]{exc}[/red]")
         return 2
-    run = manifest.read_json(RUN_FILE)
+    if current.note():
+        console.print(f"[yellow]{current.note()}[/yellow]")
     s = run["summary"]
     table = Table(title=f"{args.output} — pipeline '{run['pipeline']['name']}' ({run['executor']})")
     table.add_column("what")
@@ -236,6 +259,9 @@ def _print_summary(summary) -> None:
     table.add_row(*(str(v) for v in (summary.videos, summary.videos_ok, summary.videos_error, summary.clips_error,
                                       summary.skipped, summary.clips, summary.kept)), f"{summary.seconds:.1f}")
     console.print(table)
+    for kind, uris in summary.inputs_changed.items():
+        console.print(f"inputs {kind} since the last run: {len(uris)}" + (f" ({', '.join(uris[:3])}, ...)"
+                                                                         if len(uris) > 3 else f" ({', '.join(uris)})"))
     if summary.errors_by_cause:
         causes = Table(title="errors by cause")
         causes.add_column("cause")

@@ -204,9 +204,9 @@ def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_result(tmp_path):
     for delay_parts in (1, 2):
         out = tmp_path / f"killed{delay_parts}"
         proc = _vde("run", "cpu", "--input", str(videos), "--output", str(out), "--no-progress")
-        parts = out / "_state" / "parts"
+        parts = out / "_state" / "results"
         deadline = time.time() + 60
-        while time.time() < deadline and len(list(parts.glob("*.parquet")) if parts.exists() else []) < delay_parts:
+        while time.time() < deadline and len(list(parts.glob("write_clips-*/*.parquet"))) < delay_parts:
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
