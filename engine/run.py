@@ -102,7 +102,8 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
         kept_mask = pc.and_(kept_mask, pc.fill_null(clips.column("keep"), True))
     kept = int(pc.sum(pc.fill_null(kept_mask, False).cast(pa.int64())).as_py() or 0)
     n_error = int(pc.sum(pc.equal(video_table.column("status"), ERROR).cast(pa.int64())).as_py() or 0)
-    clips_error = int(pc.sum(pc.equal(clips.column("status"), ERROR).cast(pa.int64())).as_py() or 0) if clips.num_rows else 0
+    clips_error = int(pc.sum(pc.equal(clips.column("status"), ERROR).cast(pa.int64())).as_py() or 0) \
+        if clips.num_rows else 0
     causes = error_causes(video_table)
     for cause, count in (error_causes(clips) if clips.num_rows else {}).items():
         causes[cause] = causes.get(cause, 0) + count
