@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -521,6 +520,3 @@ def clip_frame_indices(start: int, end: int, count: int) -> list[int]:
         return [start + n // 2]
     return [start + round(i * (n - 1) / (count - 1)) for i in range(count)]
 
-
-def is_finite(value: float) -> bool:
-    return value is not None and math.isfinite(value)
