@@ -186,3 +186,37 @@ def test_write_atomic_on_an_object_store_uploads_once():
     fs, root = output_fs("memory://vde-io-test")
     write_atomic(fs, f"{root}/a/b.json", b"{}")
     assert fs.cat(f"{root}/a/b.json") == b"{}" and fs.ls(f"{root}/a", detail=False) == [f"{root}/a/b.json"]
+
+
+def test_http_failures_read_as_what_they_are(shared_videos):
+    import functools
+    import http.server
+
+    pytest.importorskip("aiohttp")
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server API
+            for status in (403, 500):
+                if self.path.startswith(f"/{status}/"):
+                    return self.send_error(status)
+            return super().do_GET()
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(shared_videos)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert fingerprint(f"{base}/counter.mp4") == fingerprint(str(shared_videos / "counter.mp4"))
+        for path, cause in (("missing.mp4", "HTTP 404"), ("403/x.mp4", "HTTP 403 Forbidden"),
+                            ("500/x.mp4", "HTTP 500 Internal Server Error")):
+            with pytest.raises(InputError, match=f"^{cause}"):
+                fingerprint(f"{base}/{path}")
+    finally:
+        server.shutdown()
+        server.server_close()  # nothing listens on the port any more
+    with pytest.raises(InputError, match=r"^HTTP request failed \(ClientConnectorError"):
+        fingerprint(f"{base}/gone.mp4")
