@@ -98,14 +98,23 @@ def test_gif_and_other_ffmpeg_containers_are_listed(tmp_path):
     assert (info.frames, info.width, info.height) == (12, 64, 48)
 
 
-def test_a_second_identical_input_points_at_the_first():
-    rows = [{"uri": u, "video_id": v, "bytes": 5, "status": "ok", "error": None}
-            for u, v in (("/a.mp4", "x"), ("/b.mp4", "y"), ("/c.mp4", "x"), ("/d.mp4", "x"))]
+def test_a_second_identical_input_points_at_the_first(tmp_path):
+    chunk = 1 << 20
+    head, tail = os.urandom(chunk), os.urandom(chunk)
+    contents = {"a.mp4": head + b"A" * chunk + tail, "b.mp4": os.urandom(3 * chunk),
+                "c.mp4": head + b"A" * chunk + tail, "d.mp4": head + b"A" * chunk + tail,
+                "e.mp4": head + b"E" * chunk + tail}  # same size, head and tail as a.mp4: only the middle differs
+    rows = []
+    for name, data in contents.items():
+        (tmp_path / name).write_bytes(data)
+        vid, size = fingerprint(str(tmp_path / name))
+        rows.append({"uri": str(tmp_path / name), "video_id": vid, "bytes": size, "status": "ok", "error": None})
+    assert rows[4]["video_id"] == rows[0]["video_id"]  # the cheap id cannot tell them apart
     out = mark_duplicates(rows)
-    assert [r["status"] for r in out] == ["ok", "ok", "error", "error"]
-    assert out[2]["error"] == "ingest: /c.mp4: duplicate: same content as /a.mp4"
-    assert out[3]["error"] == "ingest: /d.mp4: duplicate: same content as /a.mp4"
-    assert len({r["video_id"] for r in out}) == 4  # every input keeps its own manifest row
+    assert [r["status"] for r in out] == ["ok", "ok", "error", "error", "ok"]
+    assert out[2]["error"] == f"ingest: {tmp_path / 'c.mp4'}: duplicate: same content as {tmp_path / 'a.mp4'}"
+    assert out[3]["error"] == f"ingest: {tmp_path / 'd.mp4'}: duplicate: same content as {tmp_path / 'a.mp4'}"
+    assert len({r["video_id"] for r in out}) == 5  # every input keeps its own manifest row
 
 
 def _faststart(src: Path, dst: Path) -> None:
