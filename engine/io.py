@@ -24,7 +24,7 @@ from pathlib import Path
 import fsspec
 from fsspec.core import url_to_fs
 
-from engine.stage import ERROR, OK
+from engine.stage import OK, error_fields
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def mark_duplicates(rows: list[dict]) -> list[dict]:
         if row["status"] == OK and vid in first:
             if content_sha256(row["uri"]) == content_sha256(first[vid]):
                 row = {**row, "video_id": "dup-" + hashlib.sha256(row["uri"].encode()).hexdigest()[:12],
-                       "status": ERROR, "error": f"ingest: {row['uri']}: duplicate: same content as {first[vid]}"}
+                       **error_fields("ingest", row["uri"], f"duplicate: same content as {first[vid]}")}
             else:
                 row = {**row, "video_id": content_sha256(row["uri"])[:16]}
                 first.setdefault(row["video_id"], row["uri"])
