@@ -98,8 +98,10 @@ def list_inputs(spec: str) -> list[str]:
         if not uris:
             raise InputSpecError(f"input list '{spec}' names no video (one URI per line, # for comments)")
         return uris
-    fs, path = url_to_fs(spec)
     protocol = _protocol(spec)
+    if protocol in ("http", "https"):  # one URL: its row says how the server answered (404, 403, ...)
+        return [spec]
+    fs, path = url_to_fs(spec)
     if _looks_like_glob(spec):
         found = [p for p in fs.glob(path) if not fs.isdir(p)]
         if not found:

@@ -224,6 +224,7 @@ def test_http_failures_read_as_what_they_are(shared_videos):
                             ("500/x.mp4", "HTTP 500 Internal Server Error")):
             with pytest.raises(InputError, match=f"^{cause}"):
                 fingerprint(f"{base}/{path}")
+            assert list_inputs(f"{base}/{path}") == [f"{base}/{path}"]  # a row for it, not "does not exist"
     finally:
         server.shutdown()
         server.server_close()  # nothing listens on the port any more
