@@ -20,7 +20,7 @@ from captioners.frames import FrameFeeder, FramePlan, plan_clip
 from captioners.prompts import DENSE_CAPTION_PROMPT
 from engine.tiny import resolve_name
 from engine.models import ModelStage
-from engine.stage import ERROR, ModelRef, Resources, RunContext
+from engine.stage import ModelRef, Resources, RunContext, mark_error
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class Caption(ModelStage):
             for i in range(lo, hi):
                 frames = self.feeder.result(i)
                 if isinstance(frames, str):
-                    out[i].update(status=ERROR, error=f"{self.name}: {rows[i]['uri']}: clip {rows[i]['clip_id']}: {frames}")
+                    out[i] = mark_error(out[i], self.name, frames)
                 elif frames is not None:
                     todo.append(i)
                     clips.append(ClipFrames(frames=frames, seconds_per_frame=plans[i].seconds_per_frame))

@@ -30,7 +30,7 @@ from captioners.prompts import (DSGCounts, dsg_answer_prompt, dsg_counts, dsg_me
 from engine.manifest import Manifest
 from engine.tiny import resolve_name
 from engine.models import ModelStage
-from engine.stage import ERROR, ModelRef, Resources, RunContext
+from engine.stage import ModelRef, Resources, RunContext, mark_error
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class DSGVideo(ModelStage):
         for i, text in zip(todo, texts):
             frames = self.feeder.result(i)
             if isinstance(frames, str):
-                rows[i].update(status=ERROR, error=f"{self.name}: {rows[i]['uri']}: clip {rows[i]['clip_id']}: {frames}")
+                rows[i] = mark_error(rows[i], self.name, frames)
                 continue
             counts, detail = self.check_caption(sentences[i], text, list(frames))
             detail["frames"] = plans[i].indices

@@ -227,7 +227,8 @@ def page(d: ReportData, thumbs: list[dict], report_dir: str | None = None) -> st
     name = (d.run or {}).get("pipeline", {}).get("name", "run")
     errors_n = sum(g["count"] for g in d.video_errors) + sum(g["count"] for g in d.clip_errors)
     clip_cards = "".join(hist_card(h, "per clip") for h in d.clip_hists)
-    clip_cards += "".join(bars_card(d.bars[k], "per clip") for k in ("resolution", "orientation", "fps") if k in d.bars)
+    clip_cards += "".join(bars_card(d.bars[k], "per clip") for k in ("resolution", "orientation", "fps", "camera_move")
+                          if k in d.bars)
     video_cards = "".join(hist_card(h, "per decoded source video", kept_label="videos") for h in d.video_hists)
     if "codec" in d.bars:
         video_cards += bars_card(d.bars["codec"], "per decoded source video", unit="videos")

@@ -145,6 +145,9 @@ def is_untrained(path: str | Path) -> bool:
 def resolve_model(ref: ModelRef, download: bool | None = None) -> str:
     """Return a local path holding ``ref``'s weights, downloading only if allowed and needed."""
     if ref.name.startswith(tiny.PREFIX):
+        name = ref.name[len(tiny.PREFIX):].strip()
+        if name not in tiny.known():
+            raise ModelNotFound(f"there is no tiny model '{name}' (tiny models: {', '.join(sorted(tiny.known()))})")
         return tiny.resolve_name(ref.name)
     local = Path(os.path.expanduser(ref.name))
     if local.exists():
@@ -171,19 +174,30 @@ def resolve_model(ref: ModelRef, download: bool | None = None) -> str:
 
 
 def missing_models(refs: list[ModelRef]) -> list[str]:
-    """One line per model that cannot be had, each saying how to provide it."""
+    """One problem per model that cannot be had, each saying how to provide it. A command to run is put on
+    a line of its own, so a terminal never wraps it in the middle."""
     problems = []
     for ref in refs:
         try:
             resolve_model(ref)
         except ModelNotFound as exc:
-            if ref.kind == "file":
-                problems.append(f"model file for '{ref.field}' = '{ref.name}' is missing: {exc}. Put the file at "
-                                f"that path, or set '{ref.field}: PATH' in the pipeline file to where it is")
-                continue
-            problems.append(
-                f"model for '{ref.field}' = '{ref.name}' is missing: {exc}. Provide it with "
-                f"`huggingface-cli download {ref.name.split(':')[0]} --local-dir DIR` on a machine with network "
-                f"and set '{ref.field}: DIR' in the pipeline file (or point HF_HOME at a cache that holds it)"
-            )
+            problems.append(f"model '{ref.field}' = '{ref.name}' is missing: {exc}. {provide_hint(ref)}")
     return problems
+
+
+def provide_hint(ref: ModelRef, flag: bool = False) -> str:
+    """How to provide a missing model: a pipeline key to set, or (``flag``) a command-line option to pass."""
+    source = f" It comes from {ref.source}." if ref.source else ""
+    use = (lambda value: f"pass {ref.field} {value}") if flag else (
+        lambda value: f"set '{ref.field}: {value}' in the pipeline file")
+    if ref.name.startswith(tiny.PREFIX):
+        return f"Use one of the tiny models listed, or {use('HUB_ID_OR_DIR')}."
+    if ref.kind == "file" or _is_path(ref.name):
+        return f"Put it at that path, or {use('PATH')} where it is.{source}"
+    repo = ref.name.split(":", 1)[0]
+    return (f"On a machine with network, download it with\n\n      hf download {repo} --local-dir DIR\n\n"
+            f"    and {use('DIR')} (or point HF_HOME at a cache that holds it).{source}")
+
+
+def _is_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or os.sep in name and Path(os.path.expanduser(name)).exists()

@@ -40,16 +40,17 @@ def _checkout_entry_points() -> dict[str, dict[str, str]] | None:
 
 @functools.cache
 def entry_points(group: str) -> dict[str, str]:
-    """``name -> "module:attr"`` of every entry point in ``group``."""
+    """``name -> "module:attr"`` of every entry point in ``group``, vde's own first, in declaration order."""
     checkout = _checkout_entry_points()
-    found: dict[str, str] = {}
+    found: dict[str, str] = dict((checkout or {}).get(group, {}))
+    others: dict[str, str] = {}
     for ep in importlib.metadata.entry_points(group=group):
         dist = getattr(ep, "dist", None)
-        if checkout is not None and dist is not None and dist.name == DISTRIBUTION:
+        is_vde = dist is not None and dist.name == DISTRIBUTION
+        if is_vde and checkout is not None:
             continue  # the checkout's declaration is newer than what was installed from it
-        found[ep.name] = ep.value
-    found.update((checkout or {}).get(group, {}))
-    return dict(sorted(found.items()))
+        (found if is_vde else others)[ep.name] = ep.value
+    return {**found, **{k: v for k, v in others.items() if k not in found}}
 
 
 def load(target: str) -> Any:

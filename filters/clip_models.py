@@ -9,7 +9,7 @@ it on a machine without PyAV or Ray.
 - ``ARCH:/path.pt``   an architecture and a local checkpoint file (an open_clip or OpenAI state dict);
 - a local directory   holding ``open_clip_config.json`` (``model_cfg`` + ``preprocess_cfg``) and
                       ``open_clip_model.safetensors`` / ``open_clip_pytorch_model.bin``, i.e. what
-                      ``huggingface-cli download <repo> --local-dir DIR`` gives for an open_clip hub repo;
+                      ``hf download <repo> --local-dir DIR`` gives for an open_clip hub repo;
 - ``org/repo``        such a hub repo, found in the local hub cache (or downloaded where allowed).
 
 The aesthetic head is the LAION improved-aesthetic-predictor MLP (github.com/christophschuhmann/
@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CLIP = "ViT-L-14:openai"  # the embeddings the LAION aesthetic head was trained on
 DEFAULT_HEAD = "sac+logos+ava1-l14-linearMSE.pth"  # LAION improved-aesthetic-predictor, provided by the user
+HEAD_SOURCE = ("https://github.com/christophschuhmann/improved-aesthetic-predictor (the file "
+               "sac+logos+ava1-l14-linearMSE.pth; the head fits ViT-L-14:openai embeddings)")
 NAN = float("nan")
 
 

@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from engine.io import join, local_copy, output_fs, write_atomic
 from engine.models import ModelStage, is_untrained, resolve_model
-from engine.stage import ERROR, ModelRef, Resources, RunContext, StageError
+from engine.stage import ModelRef, Resources, RunContext, StageError, mark_error
 from shards.sampling import MICRO_CONDITIONS, SamplePlan, SkipClip, apply_crop, parse_buckets, plan_sample
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class Encode(ModelStage):
     max_tokens: int = 77  # caption tokens kept, BOS and EOS included (CLIP: 77)
     save_logvar: bool = False  # also store the posterior log-variance (latent_logvar)
     save_jpg: bool = False  # also store the first sampled frame (cropped) as jpg
-    jpg_quality: int = 90
+    jpg_quality: int = 90  # JPEG quality of the saved first frame (1..100)
     # torch.compile the image VAE (GPU: 1.8-2.1x eager; max-autotune compiles for minutes, once per bucket shape)
     compile: Literal["none", "default", "max-autotune-no-cudagraphs"] = "none"
     frames_per_batch: int = 64  # VAE batch in frames, whole clips (H200 bf16: 64 at 256², 16 at 512²)
@@ -183,7 +183,7 @@ class Encode(ModelStage):
                 if result.error is not None:
                     if not isinstance(result.error, StageError):
                         raise result.error  # a bug, not bad input: run_stage decides (retry alone / re-raise)
-                    out[i] = {**row, "status": ERROR, "error": f"{self.name}: {row['uri']}: {result.error}"}
+                    out[i] = mark_error(row, self.name, str(result.error))
                     continue
                 seq, pooled = text_of[i]
                 arrays = {"latent": result.latent, "text_seq": seq, "text_pooled": pooled}

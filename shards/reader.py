@@ -3,7 +3,8 @@
 Input: the run's output root, its ``shards/`` dir or ``shards/index.json`` (local path or fsspec URL). Each
 sample (DESIGN.md §4) carries ``json`` (manifest fields + micro-conditions), ``txt`` (caption),
 ``latent.npy`` [T, C, h, w] (VAE mean already times the scaling factor), ``text_seq.npy`` [L, D] (real tokens
-only, L varies), ``text_pooled.npy`` [D]; optional ``mp4``/``jpg``/``latent_logvar.npy`` are skipped.
+only, L varies), ``text_pooled.npy`` [D]; optional ``mp4``/``jpg``/``latent_logvar.npy``/``embedding.npy`` are
+skipped.
 
 Batches hold samples of one bucket (one latent shape) and are dicts:
 ``latent [B, T, C, h, w]`` (stored dtype, float16), ``text_seq [B, Lmax, D]`` (zero-padded), ``text_mask
@@ -41,7 +42,7 @@ from shards.sampling import MICRO_CONDITIONS
 log = logging.getLogger(__name__)
 
 MICRO_KEYS = MICRO_CONDITIONS  # the writer's order is the trainer's order (shards.sampling)
-SKIPPED = (".mp4", ".jpg", ".latent_logvar.npy")  # optional members the trainer never reads
+SKIPPED = (".mp4", ".jpg", ".latent_logvar.npy", ".embedding.npy")  # optional members the trainer never reads
 
 
 @dataclass(frozen=True, slots=True)
