@@ -64,7 +64,7 @@ class Dedup(Stage):
 
     threshold: float = 0.9  # cosine similarity at or above which two clips are duplicates (1 - NeMo's eps)
     clusters: int = 0  # k-means clusters; 0 = round(sqrt(clips)), at most max_clusters (all pairs below 4096 clips)
-    max_clusters: int = 16384
+    max_clusters: int = 16384  # upper bound on the automatic cluster count (memory of the k-means centroids)
     spill: int = 2  # clusters each clip is searched in (1 = plain SemDeDup; 2 finds pairs across borders)
     seed: int = 1234  # k-means seed: same clips, same groups
     batch_size: int = 4096
