@@ -10,7 +10,7 @@ Stages (registered in pyproject.toml, imported only when a pipeline uses them):
 - ``dsg_video``: DSG-Video on a hash-chosen sample of captions; per-clip counts in the manifest and the
   metrics in ``<out>/dsg_video.json``.
 
-``captioners.tiny.build_tiny_models(folder)`` builds tiny random-weight models for tests and the demo.
+``captioners.synthetic.build_tiny_models(folder)`` builds tiny random-weight models for tests and the demo.
 """
 
 import _vde_torchvision  # noqa: F401 - torchvision importable on CPU torch, for whatever imports it next

@@ -115,7 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from engine.lock import OutputError, guard_output
-    from engine.samples import write_demo_videos
+    from engine.synthetic import write_demo_videos
 
     out = Path(args.output)
     try:

@@ -21,7 +21,7 @@ from engine.io import list_inputs
 from engine.manifest import Manifest
 from engine.pipeline import load_pipeline
 from engine.run import run_pipeline
-from engine.samples import Scene, Transition, make_video
+from engine.synthetic import Scene, Transition, make_video
 from tests.conftest import SHARED_VIDEOS
 
 REPO = Path(__file__).resolve().parents[2]
