@@ -6,7 +6,7 @@ end (decode included) on a GPU.
     python bench/bench_scorers.py --part gpu --compile --image-batch 512
     python bench/bench_scorers.py --tiny                     # CPU smoke run of both parts (tiny model, tiny videos)
 
-CPU part: synthetic 640x360 H.264 clips (engine.samples), frames decoded once as the ``score`` stage does,
+CPU part: synthetic 640x360 H.264 clips (engine.synthetic), frames decoded once as the ``score`` stage does,
 then each scorer alone on those frames (frames/s, one core: the numbers scale with workers) and the fused
 ``score`` stage per clip. It needs the full environment (PyAV, decord, RapidOCR).
 
@@ -49,7 +49,7 @@ def bench_cpu(args: argparse.Namespace, work: Path) -> dict:
     import cv2
     import pyarrow as pa
 
-    from engine.samples import Scene, Transition, make_video
+    from engine.synthetic import Scene, Transition, make_video
     from engine.video import probe_video
     from filters import scorers
     from engine.frames import FrameRequest, read_frames
@@ -124,7 +124,7 @@ def write_videos(folder: Path, count: int, frames: int, width: int, height: int)
 
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        from engine.samples import Scene, make_video
+        from engine.synthetic import Scene, make_video
 
         def write(path: Path, seed: int) -> None:
             make_video(path, [Scene(frames=frames, seed=seed, speed=2.0)], [], width=width, height=height)
@@ -206,7 +206,7 @@ def bench_gpu(args: argparse.Namespace, work: Path) -> dict:
     import torch
 
     from filters import clip_models
-    from filters.testing import real_arch_config, tiny_clip_config, write_random_clip, write_tiny_head
+    from filters.synthetic import real_arch_config, tiny_clip_config, write_random_clip, write_tiny_head
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     tiny = args.tiny or device == "cpu"

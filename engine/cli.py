@@ -8,7 +8,6 @@ traceback is shown only with ``--log-level DEBUG``.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import traceback
 import os
@@ -19,23 +18,20 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from engine import registry
+
 log = logging.getLogger("vde")
 console = Console(stderr=True)
 
 DEMO_OUTPUT = "vde-demo"  # relative to where vde runs; ignored by git in a checkout (.gitignore)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-# Packages that add their own subcommands (``register(subparsers)``), imported only if present.
-SUBCOMMAND_MODULES = ("stiv.cli", "shards.cli", "dashboard.cli")
-
-
-OUR_LOGGERS = ("vde", "engine", "filters", "captioners", "shards", "stiv", "dashboard")
 
 
 def _setup_logging(level: str) -> None:
     # Libraries (open_clip, transformers, ray) log at WARNING and up; vde's own packages at ``level``.
     logging.basicConfig(level=logging.WARNING, format="%(message)s", datefmt="[%X]",
                         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)])
-    for name in OUR_LOGGERS:
+    for name in ("vde", "engine", *registry.plugin_modules()):
         logging.getLogger(name).setLevel(level.upper())
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "warning")
@@ -138,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from engine.lock import OutputError, guard_output
-    from engine.samples import write_demo_videos
+    from engine.synthetic import write_demo_videos
 
     out = Path(args.output)
     try:
@@ -152,11 +148,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _fail(str(exc))
         return 2
     if status == 0 and not args.no_report:
-        try:
-            from dashboard.report import build_report
-        except ImportError:
-            return status
-        log.info("report: %s", build_report(str(out)))
+        for name, target in registry.entry_points(registry.REPORTS).items():
+            try:
+                build = registry.load(target)
+            except ImportError as exc:
+                log.info("no %s report: %s", name, exc)
+                continue
+            log.info("report: %s", build(str(out)))
     return status
 
 
@@ -332,12 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
     stages.add_argument("name", nargs="?", default=None, help="a stage name (probe, split, ...)")
     stages.set_defaults(func=cmd_stages)
 
-    for name in SUBCOMMAND_MODULES:
+    for target in registry.entry_points(registry.COMMANDS).values():
         try:
-            module = importlib.import_module(name)
-        except ImportError:
+            register = registry.load(target)
+        except ImportError:  # a plugin whose optional dependencies are not installed
             continue
-        module.register(sub)
+        register(sub)
     return parser
 
 

@@ -14,7 +14,7 @@ import pytest
 from engine.io import (InputError, InputSpecError, check_regular, fingerprint, list_inputs, mark_duplicates,
                        write_atomic, output_fs)
 from engine.probe import Probe, truncation_problem
-from engine.samples import Scene, Transition, make_video
+from engine.synthetic import Scene, Transition, make_video
 from engine.video import probe_video
 
 

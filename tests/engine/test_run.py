@@ -21,7 +21,7 @@ from engine.io import list_inputs
 from engine.manifest import Manifest
 from engine.pipeline import load_pipeline
 from engine.run import run_pipeline
-from engine.samples import Scene, Transition, make_video
+from engine.synthetic import Scene, Transition, make_video
 from tests.conftest import SHARED_VIDEOS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,6 +57,7 @@ def _assert_same_rows(got: list[dict], want: list[dict]) -> None:
 def test_demo_end_to_end(tmp_path, demo_videos):
     out = tmp_path / "demo"
     assert main(["demo", "--output", str(out), "--no-progress"]) == 0
+    assert (out / "report" / "index.html").is_file()  # the report registered under vde.reports ran
     _, truths = demo_videos
     clips = _clips(out)
     videos = {v["video_id"]: v for v in _videos(out)}

@@ -18,7 +18,7 @@ import pytest
 from engine.executors.local import LocalExecutor
 from engine.pipeline import PipelineError, parse_pipeline
 from engine.run import run_pipeline
-from engine.samples import Scene, Transition, _render_scene, make_video
+from engine.synthetic import Scene, Transition, _render_scene, make_video
 from engine.video import open_video, probe_video
 from filters import embeddings
 from filters.dedup import Dedup
