@@ -7,7 +7,7 @@ uniform scale) fitted to them with RANSAC: the camera's share of the motion. The
 by that model and the Farneback flow of the aligned pair is what moves in the scene: ``object_motion``.
 
 The clip's class, from the pairs' models (speeds in px/frame at 320 px wide):
-- ``static``: the camera flow averages below ``static_px``;
+- ``static``: the median pair's camera flow is below ``static_px``;
 - ``shake``: the per-pair motions disagree more than they agree (handheld jitter, no steady direction);
 - else the component that explains most of the mean motion, when it explains at least ``dominant`` of it:
   ``pan_left``/``pan_right`` (horizontal), ``tilt_up``/``tilt_down`` (vertical), ``zoom_in``/``zoom_out``
@@ -46,12 +46,23 @@ class PairModel:
     matrix: np.ndarray  # 2x3: frame-1 points -> frame-2 points
 
 
+MIN_TRACKED = 0.2  # share of the grid that must track (texture there, and the track returns)
+MIN_AGREE = 0.4  # share of the tracked points that must fit the camera model
+STILL_PX = 0.1  # px/frame: flow this small is a still pixel
+MIN_STILL = 0.5  # share of still pixels from which the camera counts as still
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
-def fit_camera(a: np.ndarray, b: np.ndarray, min_tracks: int = 8) -> PairModel:
-    """The similarity that moves grey frame ``a`` onto ``b``, robust to moving objects (RANSAC). A frame
-    without enough trackable points (flat, black) has no measurable camera motion: identity."""
+def still_background(flow: np.ndarray | None) -> bool:
+    """Whether most of the frame stands still in the pair's dense flow (so what moves is the scene)."""
+    return flow is not None and float((np.hypot(flow[..., 0], flow[..., 1]) < STILL_PX).mean()) >= MIN_STILL
+
+
+def fit_camera(a: np.ndarray, b: np.ndarray, flow: np.ndarray | None = None, min_tracks: int = 8) -> PairModel:
+    """The similarity that moves grey frame ``a`` onto ``b``, robust to moving objects (RANSAC). The still
+    camera comes first: when most of the pair's dense ``flow`` stands still, whatever moves is the scene (a
+    person filling half the frame in front of a dark room does not become a camera move). A frame without enough trackable points (flat,
+    black) has no measurable camera motion either: identity."""
     h, w = a.shape
     matrix = IDENTITY
     step = max(4, min(w, h) // 14)
@@ -61,10 +72,13 @@ def fit_camera(a: np.ndarray, b: np.ndarray, min_tracks: int = 8) -> PairModel:
         ahead, ok, _ = cv2.calcOpticalFlowPyrLK(a, b, corners, None, **LK)
         back, ok_back, _ = cv2.calcOpticalFlowPyrLK(b, a, ahead, None, **LK)
         good = (ok.ravel() == 1) & (ok_back.ravel() == 1) & (np.linalg.norm((back - corners).reshape(-1, 2), axis=1) < 0.5)
-        if good.sum() >= min_tracks:
-            fitted, _ = cv2.estimateAffinePartial2D(corners[good], ahead[good], method=cv2.RANSAC,
-                                                    ransacReprojThreshold=1.0, maxIters=2000, confidence=0.995)
-            if fitted is not None:
+        # Mostly flat frames (a graphic on a plain background) leave a few tracks on changing details: no
+        # measurable camera motion.
+        if good.sum() >= max(min_tracks, MIN_TRACKED * len(corners)) and not still_background(flow):
+            fitted, inliers = cv2.estimateAffinePartial2D(corners[good], ahead[good], method=cv2.RANSAC,
+                                                          ransacReprojThreshold=1.0, maxIters=2000, confidence=0.995)
+            # A model a minority of tracks agree on is no camera motion (changing graphics, a crowd).
+            if fitted is not None and int(inliers.sum()) >= max(min_tracks, MIN_AGREE * int(good.sum())):
                 matrix = fitted
     scale = math.hypot(matrix[0, 0], matrix[1, 0])
     rot = math.atan2(matrix[1, 0], matrix[0, 0])
@@ -80,7 +94,8 @@ def fit_camera(a: np.ndarray, b: np.ndarray, min_tracks: int = 8) -> PairModel:
 def camera_models(clip: ClipSample) -> list[PairModel]:
     """The camera model of each of the clip's pairs, fitted once per clip."""
     grey = clip.motion_grey
-    return clip.shared("camera_models", lambda: [fit_camera(grey[a], grey[b]) for a, b in clip.pairs])
+    return clip.shared("camera_models", lambda: [fit_camera(grey[a], grey[b], flow)
+                                                 for (a, b), flow in zip(clip.pairs, clip.flows)])
 
 
 def object_flow(a: np.ndarray, b: np.ndarray, model: PairModel, flow: np.ndarray, method: str,
@@ -110,7 +125,7 @@ def classify(models: list[PairModel], width: int, height: int, static_px: float 
     """One of MOVES for a clip from its pairs' camera models (see the module docstring)."""
     if not models:
         return "static"
-    if float(np.mean([m.speed for m in models])) < static_px:
+    if float(np.median([m.speed for m in models])) < static_px:  # a few pairs fooled by a big object do not count
         return "static"
     reach = mean_reach(width, height)
     vectors = np.array([[m.tx, m.ty, m.zoom * reach, m.rot * reach] for m in models])
