@@ -48,21 +48,13 @@ class PairModel:
 
 MIN_TRACKED = 0.2  # share of the grid that must track (texture there, and the track returns)
 MIN_AGREE = 0.4  # share of the tracked points that must fit the camera model
-STILL_PX = 0.1  # px/frame: flow this small is a still pixel
-MIN_STILL = 0.5  # share of still pixels from which the camera counts as still
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
-def still_background(flow: np.ndarray | None) -> bool:
-    """Whether most of the frame stands still in the pair's dense flow (so what moves is the scene)."""
-    return flow is not None and float((np.hypot(flow[..., 0], flow[..., 1]) < STILL_PX).mean()) >= MIN_STILL
-
-
-def fit_camera(a: np.ndarray, b: np.ndarray, flow: np.ndarray | None = None, min_tracks: int = 8) -> PairModel:
-    """The similarity that moves grey frame ``a`` onto ``b``, robust to moving objects (RANSAC). The still
-    camera comes first: when most of the pair's dense ``flow`` stands still, whatever moves is the scene (a
-    person filling half the frame in front of a dark room does not become a camera move). A frame without enough trackable points (flat,
-    black) has no measurable camera motion either: identity."""
+def fit_camera(a: np.ndarray, b: np.ndarray, min_tracks: int = 8) -> PairModel:
+    """The similarity that moves grey frame ``a`` onto ``b``, robust to moving objects (RANSAC): a model
+    fewer than ``MIN_AGREE`` of the tracks agree on is no camera motion. A frame without enough trackable
+    points (flat, black, a graphic on a plain background) has no measurable camera motion either: identity."""
     h, w = a.shape
     matrix = IDENTITY
     step = max(4, min(w, h) // 14)
@@ -74,7 +66,7 @@ def fit_camera(a: np.ndarray, b: np.ndarray, flow: np.ndarray | None = None, min
         good = (ok.ravel() == 1) & (ok_back.ravel() == 1) & (np.linalg.norm((back - corners).reshape(-1, 2), axis=1) < 0.5)
         # Mostly flat frames (a graphic on a plain background) leave a few tracks on changing details: no
         # measurable camera motion.
-        if good.sum() >= max(min_tracks, MIN_TRACKED * len(corners)) and not still_background(flow):
+        if good.sum() >= max(min_tracks, MIN_TRACKED * len(corners)):
             fitted, inliers = cv2.estimateAffinePartial2D(corners[good], ahead[good], method=cv2.RANSAC,
                                                           ransacReprojThreshold=1.0, maxIters=2000, confidence=0.995)
             # A model a minority of tracks agree on is no camera motion (changing graphics, a crowd).
@@ -94,8 +86,7 @@ def fit_camera(a: np.ndarray, b: np.ndarray, flow: np.ndarray | None = None, min
 def camera_models(clip: ClipSample) -> list[PairModel]:
     """The camera model of each of the clip's pairs, fitted once per clip."""
     grey = clip.motion_grey
-    return clip.shared("camera_models", lambda: [fit_camera(grey[a], grey[b], flow)
-                                                 for (a, b), flow in zip(clip.pairs, clip.flows)])
+    return clip.shared("camera_models", lambda: [fit_camera(grey[a], grey[b]) for a, b in clip.pairs])
 
 
 def object_flow(a: np.ndarray, b: np.ndarray, model: PairModel, flow: np.ndarray, method: str,
