@@ -6,19 +6,16 @@ from __future__ import annotations
 import json
 import os
 from datetime import datetime
-from html import escape
 
 from dashboard import assets
 from dashboard.captions import dsg_html, taxonomy_html
 from dashboard.charts import bars_svg, fmt, hbar_svg, histogram_svg, legend
+from dashboard.charts import esc as _e
 from dashboard.data import Bars, Histogram, ReportData, pretty
 
 CSP = ("default-src 'none'; img-src data:; media-src 'self' file:; style-src 'unsafe-inline'; "
        "script-src 'unsafe-inline'")
 
-
-def _e(value) -> str:
-    return escape(str(value), quote=True)
 
 
 def _stats(h: Histogram) -> str:

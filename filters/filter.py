@@ -39,12 +39,12 @@ def _thresholds() -> dict[str, Threshold]:
     return {key: t for d in declarations() for key, t in d.thresholds.items()}
 
 
-def _fields() -> dict[str, tuple[Any, Any]]:
-    """The filter's keys: every declared threshold (off by default) and option."""
-    out: dict[str, tuple[Any, Any]] = {}
+def _fields() -> dict[str, tuple[Any, Any, str]]:
+    """The filter's keys: every declared threshold (off by default) and option, with its meaning."""
+    out: dict[str, tuple[Any, Any, str]] = {}
     for d in declarations():
-        out.update({key: (t.type, t.default) for key, t in d.thresholds.items()})
-        out.update({key: (o.type, o.default) for key, o in d.options.items()})
+        out.update({key: (t.type, t.default, t.help) for key, t in d.thresholds.items()})
+        out.update({key: (o.type, o.default, o.help) for key, o in d.options.items()})
     return out
 
 
@@ -60,6 +60,7 @@ class Filter(Stage):
 
     name: ClassVar[str] = "filter"
     adds: ClassVar[dict[str, pa.DataType]] = {"keep": pa.bool_(), "drop_reason": pa.string()}
+    signed_keys: ClassVar[tuple[str, ...]] = ("min_consistency",)  # a cosine similarity: -1..1
 
     missing: Literal["drop", "keep"] = "drop"  # what a missing (NaN/null) value does to its rule
     batch_size: int = 1024
@@ -156,6 +157,12 @@ class Filter(Stage):
             alive = [i for i in alive if i not in failing]
             steps.append({"rule": rule.field, "column": rule.column, "threshold": getattr(self, rule.field),
                           "fail": fails[rule.field], "removed": before - len(alive), "remaining": len(alive)})
+        if "duplicate_of" in ok.column_names:  # the dedup stage, after the thresholds (filters/dedup.py)
+            duplicates = {i for i, d in enumerate(ok.column("duplicate_of").to_pylist()) if d is not None}
+            before = len(alive)
+            alive = [i for i in alive if i not in duplicates]
+            steps.append({"rule": "dedup", "column": "duplicate_of", "threshold": None, "fail": len(duplicates),
+                          "removed": before - len(alive), "remaining": len(alive)})
         kept = int(pc.sum(pc.fill_null(ok.column("keep"), True).cast(pa.int64())).as_py() or 0) \
             if "keep" in ok.column_names and ok.num_rows else ok.num_rows
         return {"clips": clips.num_rows, "clips_ok": ok.num_rows, "clips_error": clips.num_rows - ok.num_rows,
