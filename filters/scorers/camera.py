@@ -48,12 +48,15 @@ class PairModel:
 
 MIN_TRACKED = 0.2  # share of the grid that must track (texture there, and the track returns)
 MIN_AGREE = 0.4  # share of the tracked points that must fit the camera model
+RANSAC_PX = 1.0  # px: a track within this of the model agrees with it
+PREFER_STILL = 0.9  # the still camera wins when it explains this share of the model's agreeing tracks
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
 def fit_camera(a: np.ndarray, b: np.ndarray, min_tracks: int = 8) -> PairModel:
     """The similarity that moves grey frame ``a`` onto ``b``, robust to moving objects (RANSAC): a model
-    fewer than ``MIN_AGREE`` of the tracks agree on is no camera motion. A frame without enough trackable
+    fewer than ``MIN_AGREE`` of the tracks agree on is no camera motion, nor one the still camera explains
+    about as well. A frame without enough trackable
     points (flat, black, a graphic on a plain background) has no measurable camera motion either: identity."""
     h, w = a.shape
     matrix = IDENTITY
@@ -68,9 +71,12 @@ def fit_camera(a: np.ndarray, b: np.ndarray, min_tracks: int = 8) -> PairModel:
         # measurable camera motion.
         if good.sum() >= max(min_tracks, MIN_TRACKED * len(corners)):
             fitted, inliers = cv2.estimateAffinePartial2D(corners[good], ahead[good], method=cv2.RANSAC,
-                                                          ransacReprojThreshold=1.0, maxIters=2000, confidence=0.995)
+                                                          ransacReprojThreshold=RANSAC_PX, maxIters=2000, confidence=0.995)
+            agree = int(inliers.sum()) if fitted is not None else 0
+            # The still camera explains the tracks as well (noise on a flat sky, sub-pixel drift): keep it.
+            still = int((np.linalg.norm((ahead - corners).reshape(-1, 2)[good], axis=1) < RANSAC_PX).sum())
             # A model a minority of tracks agree on is no camera motion (changing graphics, a crowd).
-            if fitted is not None and int(inliers.sum()) >= max(min_tracks, MIN_AGREE * int(good.sum())):
+            if agree >= max(min_tracks, MIN_AGREE * int(good.sum())) and still < PREFER_STILL * agree:
                 matrix = fitted
     scale = math.hypot(matrix[0, 0], matrix[1, 0])
     rot = math.atan2(matrix[1, 0], matrix[0, 0])

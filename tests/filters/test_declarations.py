@@ -64,8 +64,8 @@ def test_dashboard_draws_min_aesthetic_on_the_column_the_filter_tests(tiny_model
             f"  - stage: score\n    pairs: 2\n    ocr: false\n"
             f"  - stage: clip_score\n    clip_model: {clip_dir}\n    aesthetic_head: {head}\n    frames: 3\n"
             f"    device: cpu\n"
-            f"  - stage: filter\n    min_aesthetic: -100.0\n    max_motion: 50.0\n    missing: keep\n"
-            f"  - stage: filter\n    min_aesthetic: -200.0\n    aesthetic_reduce: min\n    missing: keep\n")
+            f"  - stage: filter\n    min_aesthetic: 4.5\n    max_motion: 50.0\n    missing: keep\n"
+            f"  - stage: filter\n    min_aesthetic: 4.0\n    aesthetic_reduce: min\n    missing: keep\n")
     out = tmp_path / "run"
     run_pipeline(parse_pipeline(text, check_models=True), str(videos), str(out), LocalExecutor(progress=False),
                  on_error="raise")
