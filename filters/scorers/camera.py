@@ -7,7 +7,7 @@ uniform scale) fitted to them with RANSAC: the camera's share of the motion. The
 by that model and the Farneback flow of the aligned pair is what moves in the scene: ``object_motion``.
 
 The clip's class, from the pairs' models (speeds in px/frame at 320 px wide):
-- ``static``: the camera flow averages below ``static_px``;
+- ``static``: the median pair's camera flow is below ``static_px``;
 - ``shake``: the per-pair motions disagree more than they agree (handheld jitter, no steady direction);
 - else the component that explains most of the mean motion, when it explains at least ``dominant`` of it:
   ``pan_left``/``pan_right`` (horizontal), ``tilt_up``/``tilt_down`` (vertical), ``zoom_in``/``zoom_out``
@@ -47,12 +47,18 @@ class PairModel:
     matrix: np.ndarray  # 2x3: frame-1 points -> frame-2 points
 
 
+MIN_TRACKED = 0.2  # share of the grid that must track (texture there, and the track returns)
+MIN_AGREE = 0.4  # share of the tracked points that must fit the camera model
+RANSAC_PX = 1.0  # px: a track within this of the model agrees with it
+PREFER_STILL = 0.9  # the still camera wins when it explains this share of the model's agreeing tracks
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
 def fit_camera(a: np.ndarray, b: np.ndarray, min_tracks: int = 8) -> PairModel:
-    """The similarity that moves grey frame ``a`` onto ``b``, robust to moving objects (RANSAC). A frame
-    without enough trackable points (flat, black) has no measurable camera motion: identity."""
+    """The similarity that moves grey frame ``a`` onto ``b``, robust to moving objects (RANSAC): a model
+    fewer than ``MIN_AGREE`` of the tracks agree on is no camera motion, nor one the still camera explains
+    about as well. A frame without enough trackable
+    points (flat, black, a graphic on a plain background) has no measurable camera motion either: identity."""
     h, w = a.shape
     matrix = IDENTITY
     step = max(4, min(w, h) // 14)
@@ -62,10 +68,16 @@ def fit_camera(a: np.ndarray, b: np.ndarray, min_tracks: int = 8) -> PairModel:
         ahead, ok, _ = cv2.calcOpticalFlowPyrLK(a, b, corners, None, **LK)
         back, ok_back, _ = cv2.calcOpticalFlowPyrLK(b, a, ahead, None, **LK)
         good = (ok.ravel() == 1) & (ok_back.ravel() == 1) & (np.linalg.norm((back - corners).reshape(-1, 2), axis=1) < 0.5)
-        if good.sum() >= min_tracks:
-            fitted, _ = cv2.estimateAffinePartial2D(corners[good], ahead[good], method=cv2.RANSAC,
-                                                    ransacReprojThreshold=1.0, maxIters=2000, confidence=0.995)
-            if fitted is not None:
+        # Mostly flat frames (a graphic on a plain background) leave a few tracks on changing details: no
+        # measurable camera motion.
+        if good.sum() >= max(min_tracks, MIN_TRACKED * len(corners)):
+            fitted, inliers = cv2.estimateAffinePartial2D(corners[good], ahead[good], method=cv2.RANSAC,
+                                                          ransacReprojThreshold=RANSAC_PX, maxIters=2000, confidence=0.995)
+            agree = int(inliers.sum()) if fitted is not None else 0
+            # The still camera explains the tracks as well (noise on a flat sky, sub-pixel drift): keep it.
+            still = int((np.linalg.norm((ahead - corners).reshape(-1, 2)[good], axis=1) < RANSAC_PX).sum())
+            # A model a minority of tracks agree on is no camera motion (changing graphics, a crowd).
+            if agree >= max(min_tracks, MIN_AGREE * int(good.sum())) and still < PREFER_STILL * agree:
                 matrix = fitted
     scale = math.hypot(matrix[0, 0], matrix[1, 0])
     rot = math.atan2(matrix[1, 0], matrix[0, 0])
@@ -142,7 +154,7 @@ def classify(models: list[PairModel], width: int, height: int, static_px: float 
     """One of MOVES for a clip from its pairs' camera models (see the module docstring)."""
     if not models:
         return "static"
-    if float(np.mean([m.speed for m in models])) < static_px:
+    if float(np.median([m.speed for m in models])) < static_px:  # a few pairs fooled by a big object do not count
         return "static"
     reach = mean_reach(width, height)
     vectors = np.array([[m.tx, m.ty, m.zoom * reach, m.rot * reach] for m in models])
