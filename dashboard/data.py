@@ -122,6 +122,8 @@ class ReportData:
     gallery_rows: list[dict]
     extras: dict[str, Any]  # dsg_video.json, categories.json, shards/index.json when present
     untrained: bool
+    whatif: dict | None = None  # sliders + per-clip values for the page's threshold what-if (dashboard.whatif)
+    scatter: dict | None = None  # a sample of clips' scores for the page's scatter
 
 
 # -- reading ------------------------------------------------------------------------------------------------
@@ -409,7 +411,10 @@ def collect(output: str, gallery: int = 96, seed: int = 0) -> ReportData:
     caption_numeric = [c for c in numeric_columns(clips_ds.schema) if c.startswith(CAPTION_PREFIXES)] \
         if clips_ds is not None else []
     flags = [n for n in (clips_ds.schema.names if clips_ds is not None else []) if "untrained" in n]
-    clips = _read(clips_ds, [*META_COLUMNS, *scores, *caption_numeric, *flags])
+    from dashboard import whatif
+
+    rule_columns = whatif.rule_columns(run)
+    clips = _read(clips_ds, list(dict.fromkeys([*META_COLUMNS, *scores, *caption_numeric, *flags, *rule_columns])))
     if clips is None:
         clips = _empty_clips()
     videos = _read(videos_ds, list(VIDEO_COLUMNS))
@@ -562,7 +567,8 @@ def collect(output: str, gallery: int = 96, seed: int = 0) -> ReportData:
                       unmatched_thresholds=unmatched,
                       video_errors=errors(videos) if videos is not None else [],
                       clip_errors=errors(clips), score_columns=scores, gallery_rows=rows, extras=extras,
-                      untrained=untrained)
+                      untrained=untrained, whatif=whatif.whatif(run, clips, ok, kept, seed),
+                      scatter=whatif.scatter(clips, ok, kept, [*scores, "clip_duration_s"], seed))
 
 
 def _gallery(clips: pa.Table, ok: np.ndarray, kept: np.ndarray, dropped: np.ndarray, scores: list[str],

@@ -176,6 +176,55 @@ def _run(d: ReportData) -> str:
                f'<th>kept</th></tr>{history}</table></details>' if history else "") + "</div>")
 
 
+def _json(payload) -> str:
+    """Data for the page script (``</`` escaped so it cannot close the script element)."""
+    return json.dumps(payload, separators=(",", ":"), default=str).replace("<", "\\u003c")
+
+
+def _whatif(d: ReportData) -> str:
+    w = d.whatif
+    if not w:
+        return ""
+    rows = []
+    for i, r in enumerate(w["rules"]):
+        source = f"{_e(r['key'])}"
+        sign = "≥" if r["op"] == ">=" else "≤"
+        rows.append(
+            f'<div class="wi-rule" data-rule="{i}" data-threshold="{r["value"]!r}"><label for="wi-range-{i}">'
+            f'<span class="mono">{source}</span> <span class="muted">({_e(r["column"])} {sign})</span></label>'
+            f'<input type="range" id="wi-range-{i}" min="{r["min"]!r}" max="{r["max"]!r}" step="{r["step"]!r}" '
+            f'value="{r["value"]!r}"><input type="number" id="wi-num-{i}" step="any" value="{r["value"]!r}" '
+            f'aria-label="{source}"><button type="button" class="wi-reset" data-rule="{i}">reset</button>'
+            f'<span class="wi-removed"></span></div>')
+    sample = (f" Computed from a random sample of {w['rows']:,} of the {w['clips_ok']:,} clips; counts are scaled."
+              if w["sampled"] else "")
+    return (f'<div class="card" id="whatif"><h3>What if: move a threshold</h3><div class="sub">The kept count and '
+            f'funnel below are recomputed in this page from every clip\'s values, as the filter would '
+            f'(stage {_e(", ".join(w["stages"]))}); the run itself is unchanged.{sample}</div>'
+            f'<div class="wi-rules">{"".join(rows)}</div>'
+            f'<div class="wi-result">kept <b id="whatif-kept" data-value="{w["kept"]}">{w["kept"]:,}</b> of '
+            f'{w["clips_ok"]:,} clips without error <span id="whatif-delta" class="muted"></span></div>'
+            f'<ol class="funnel" id="whatif-funnel"></ol></div>'
+            f'<script type="application/json" id="vde-whatif">{_json(w)}</script>')
+
+
+def _scatter(d: ReportData) -> str:
+    s = d.scatter
+    if not s:
+        return ""
+    labels = {c: pretty(c) for c in s["columns"]}
+    s = {**s, "labels": labels}
+    options = "".join(f'<option value="{_e(c)}">{_e(labels[c])}</option>' for c in s["columns"])
+    note = f"a random sample of {s['sampled']:,} of {s['of']:,} clips" if s["sampled"] < s["of"] else \
+        f"all {s['of']:,} clips without error"
+    return (f'<div class="card wide" id="scatter" data-chart="scatter"><h3>Two scores against each other</h3>'
+            f'<div class="sub">{note}; blue kept, orange dropped</div><div class="controls">'
+            f'<label>x <select id="scatter-x">{options}</select></label>'
+            f'<label>y <select id="scatter-y">{options}</select></label></div>'
+            f'<div id="scatter-plot"></div></div>'
+            f'<script type="application/json" id="vde-scatter">{_json(s)}</script>')
+
+
 def gallery_json(d: ReportData, thumbs: list[dict], report_dir: str | None) -> str:
     """The gallery's data for the page script (``</`` escaped so it cannot close the script element)."""
     items = []
@@ -198,7 +247,7 @@ def gallery_json(d: ReportData, thumbs: list[dict], report_dir: str | None) -> s
         })
     payload = {"items": items, "scores": d.score_columns, "labels": {c: pretty(c) for c in d.score_columns},
                "total": d.kpis["clips"], "default_sort": d.score_columns[0] if d.score_columns else "duration"}
-    return json.dumps(payload, separators=(",", ":"), default=str).replace("<", "\\u003c")
+    return _json(payload)
 
 
 def _gallery(d: ReportData) -> str:
@@ -265,11 +314,12 @@ def page(d: ReportData, thumbs: list[dict], report_dir: str | None = None) -> st
 <main>{banner}
 <section id="overview"><h2>Overview</h2><p class="lead">From input videos to kept clips.</p>{_kpis(d)}
 <div class="grid two" style="margin-top:14px"><div class="card"><h3>Filter funnel</h3>{_funnel(d)}</div>
-<div class="card"><h3>Dropped clips by reason</h3>{_reasons(d)}</div></div></section>
+<div class="card"><h3>Dropped clips by reason</h3>{_reasons(d)}</div>{_whatif(d)}</div></section>
 <section id="clips"><h2>Clips</h2><p class="lead">Duration, size and frame rate of the clips the splitter cut,
 and of their source videos.</p>{legend()}<div class="grid">{clip_cards}{video_cards}</div></section>
 <section id="scores"><h2>Scores</h2><p class="lead">Every score column in the manifest; lines are the pipeline's
-thresholds, the shaded side is what the filter drops.</p>{legend()}<div class="grid">{score_cards}</div></section>
+thresholds, the shaded side is what the filter drops.</p>{legend()}<div class="grid">{score_cards}{_scatter(d)}</div>
+</section>
 <section id="content"><h2>Captions and categories</h2><div class="grid">{content}</div></section>
 <section id="errors"><h2>Errors</h2><p class="lead">Bad inputs by cause, with the files.</p>{_errors(d)}</section>
 <section id="gallery"><h2>Sample gallery</h2><p class="lead">A fixed random sample of kept and dropped clips plus
@@ -283,5 +333,6 @@ the lowest and highest clip of every score. Hover a clip to play its frames, cli
 <button class="close" id="modal-close" aria-label="close">×</button><div id="modal-body"></div></div></div>
 <script type="application/json" id="vde-gallery">{gallery_json(d, thumbs, report_dir)}</script>
 <script>{assets.JS}</script>
+<script>{assets.WHATIF_JS}</script>
 </body></html>
 """
