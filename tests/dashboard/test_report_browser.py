@@ -5,6 +5,7 @@ drop reasons and categories, and its gallery sorts and filters."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,40 @@ def test_demo_report_shows_the_manifest_numbers(browser, demo_run, tmp_path):
     shot = tmp_path / "demo.png"
     browser.screenshot(shot)
     _png_is_a_picture(shot)
+
+
+def test_demo_report_layout_quality_first_compact_and_grouped(browser, demo_run):
+    browser.open((demo_run / "report" / "index.html").as_uri())
+    # quality scores in the open grid, micro-conditions and constants in a collapsed section of their own
+    quality = browser.eval("[...document.querySelectorAll('#scores > .grid > [data-chart]')].map(c => c.dataset.chart)")
+    kept_apart = browser.eval("[...document.querySelectorAll('#bookkeeping [data-chart]')].map(c => c.dataset.chart)")
+    assert "motion_score" in quality and "clarity" in quality
+    assert {"crop_top", "crop_left", "frame_stride", "num_frames", "orig_height"} <= set(kept_apart)
+    assert not {c for c in quality if c.startswith(("crop_", "orig_"))} and "frame_stride" not in quality
+    assert browser.eval("document.getElementById('bookkeeping').open") is False
+    # every histogram has an x title (its card's title) and a y title
+    titles = browser.eval("[...document.querySelectorAll('svg.hist')].map(s => [s.closest('.card')"
+                          ".querySelector('h3').textContent, [...s.querySelectorAll('text.axis-title')]"
+                          ".map(t => t.textContent)])")
+    assert titles and all(len(t) == 2 and t[0].startswith(h) and t[1] in ("clips", "videos") for h, t in titles)
+    # shard sizes in a unit that shows them
+    note = browser.eval("document.querySelector('ol.funnel li[data-metric=sharded] .note').textContent")
+    assert re.search(r"\d+ shards, [\d.]+ (B|kB|MB|GB)\b", note) and "0.00" not in note, note
+    # compact cards: at most the first four scores plus the sorted one are visible
+    visible = browser.eval(f"{CARDS}.map(f => [...f.querySelectorAll('.sc dd')].filter(e => !e.hidden).length)")
+    assert visible and max(visible) <= 5
+    # dropped clips grouped by the rule that dropped them: the groups are the reasons table, each card carries it
+    table = browser.eval("[...document.querySelectorAll('#drop-reasons tr[data-reason]')].map(r => r.dataset.reason)")
+    groups = browser.eval("[...document.querySelectorAll('#dropped-groups .dgroup')].map(g => [g.dataset.reason, "
+                          "[...g.querySelectorAll('figure.clip .reason')].map(r => r.textContent)])")
+    assert [g for g, _ in groups] == table and table
+    clips = Manifest(str(demo_run)).read("clips").to_pylist()
+    for rule, reasons in groups:
+        column, op = rule.split()[:2]
+        expected = [r for r in clips if r["keep"] is False and any(
+            part.strip().startswith(column + " ") and f" {op} " in part for part in (r["drop_reason"] or "").split(";"))]
+        assert 0 < len(reasons) == min(len(expected), 6) and all(column in r for r in reasons), (rule, reasons)
+    assert browser.console_errors() == []
 
 
 def _kept_by_the_filter(run_dir: Path, **override) -> int:
@@ -181,6 +216,8 @@ def test_synthetic_report_counts_sorting_and_filters(browser, synthetic_run, tmp
     assert tiles["captions"] == f"{dsg['captions']:,}" and tiles["total_objects"] == f"{dsg['total_objects']:,}"
     assert tiles["dsg_video_i"] == f"{100 * dsg['dsg_video_i']:.1f}%"
     assert tiles["dsg_video_s"] == f"{100 * dsg['dsg_video_s']:.1f}%"
+    causes = browser.eval("[...document.querySelectorAll('#errors tr[data-cause]')].map(r => r.dataset.cause)")
+    assert causes and not any("#" in c for c in causes)  # error causes as written, digits and all
 
     # sort by aesthetic, highest first: the cards come in that order, clips without a value last
     browser.eval("(s => { s.value = 'aesthetic_score'; s.dispatchEvent(new Event('change')); })"
