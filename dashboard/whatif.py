@@ -3,7 +3,7 @@
 The what-if takes the filter stages of ``run.json`` as the filter itself sees them: each stage is rebuilt from
 its config and asked for its ``active_rules()`` (``field -> column, op``), so a threshold is always drawn and
 moved on the column the filter tests. Rules with a numeric threshold (``>=``/``<=``) get a slider; the others
-(``orientation``) stay as they ran. For every clip without an error the page receives the values of the
+(categories: ``orientation``, camera moves) stay as they ran. For every clip without an error the page receives the values of the
 slider columns and one ``fixed`` bit (the clip passes every rule that has no slider), and recomputes ``keep``
 exactly as ``Filter.failure`` does: a missing value fails unless the stage says ``missing: keep``.
 Above ``MAX_CLIPS`` clips a seeded sample is embedded and the page scales its counts (and says so).
@@ -91,10 +91,9 @@ def whatif(run: dict | None, clips: pa.Table, ok: np.ndarray, kept: np.ndarray, 
                 step = 1.0 if integer else (hi - lo) / SLIDER_STEPS or 1.0
                 rules.append({"stage": index, "key": rule.field, "column": rule.column, "op": rule.op,
                               "value": float(threshold), "min": lo, "max": hi, "step": step, "missing": missing})
-            else:
-                column = pc.cast(clips.column(rule.column), pa.string())
-                same = pc.fill_null(pc.equal(column, str(threshold)), missing == "keep").to_numpy(zero_copy_only=False)
-                fixed &= same
+            else:  # a category rule ("==", "in"): as the filter decides it, no slider
+                fixed &= np.array([stage.failure(rule, v) is None for v in clips.column(rule.column).to_pylist()],
+                                  bool)
     if not rules:
         return None
     fixed &= kept | ~explained  # a clip dropped although every rule passes was dropped by something else

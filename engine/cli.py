@@ -77,6 +77,13 @@ def _load_pipeline(name: str):
         return None
 
 
+def _fail(message: str) -> None:
+    """A user-facing error: one red line, unwrapped, with no markup read into file names or errno brackets."""
+    from rich.text import Text
+
+    console.print(Text(message, style="red"), soft_wrap=True)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from engine.errors import require_protocol
     from engine.run import run_pipeline
@@ -86,9 +93,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipeline = _load_pipeline(args.pipeline)
     if pipeline is None:
         return 2
+    from engine.lock import STORAGE_ERRNOS, guard_output, storage_message
+    from engine.stage import EnvironmentFault
+
     executor = _executor(args)
     try:
-        summary = run_pipeline(pipeline, args.input, args.output, executor, on_error=args.on_error)
+        with guard_output(args.output):
+            summary = run_pipeline(pipeline, args.input, args.output, executor, on_error=args.on_error)
+    except OSError as exc:  # storage failing mid-run (disk full, remounted read-only): say so, no traceback
+        if exc.errno not in STORAGE_ERRNOS:
+            raise
+        _fail(storage_message(args.output, exc))
+        return 2
+    except EnvironmentFault as exc:
+        console.print(f"[red]The run stopped: {exc}. This is a fault of the machine or the output storage, not of "
+                      f"the videos; work not finished was not recorded as done. Fix it and rerun the same command: "
+                      f"finished work is kept and the rest is redone.[/red]")
+        return 3
     finally:
         if hasattr(executor, "shutdown"):
             executor.shutdown()
@@ -97,14 +118,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.lock import OutputError, guard_output
     from engine.samples import write_demo_videos
 
     out = Path(args.output)
-    write_demo_videos(out / "sample_videos")
-    log.info("demo sample: %s", out / "sample_videos")
-    args.pipeline = args.pipeline or "demo"
-    args.input = str(out / "sample_videos")
-    status = cmd_run(args)
+    try:
+        with guard_output(args.output):  # held across the sample writing and the run inside
+            write_demo_videos(out / "sample_videos")
+            log.info("demo sample: %s", out / "sample_videos")
+            args.pipeline = args.pipeline or "demo"
+            args.input = str(out / "sample_videos")
+            status = cmd_run(args)
+    except OutputError as exc:
+        _fail(str(exc))
+        return 2
     if status == 0 and not args.no_report:
         try:
             from dashboard.report import build_report
@@ -127,8 +154,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     table = Table(title=f"{args.output} — pipeline '{run['pipeline']['name']}' ({run['executor']})")
     table.add_column("what")
     table.add_column("count", justify="right")
-    for key in ("videos", "videos_ok", "videos_error", "skipped", "clips", "kept"):
-        table.add_row(key, str(s[key]))
+    for key in ("videos", "videos_ok", "videos_error", "skipped", "clips", "clips_error", "kept"):
+        if key in s:
+            table.add_row(key, str(s[key]))
     console.print(table)
     timing = Table(title="per-stage time (summed over workers)")
     timing.add_column("stage")
@@ -136,15 +164,23 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for stage, seconds in s["stage_seconds"].items():
         timing.add_row(stage, f"{seconds:.2f}")
     console.print(timing)
-    videos = manifest.read("videos")
-    errors = [(u, e) for u, st, e in zip(videos.column("uri").to_pylist(), videos.column("status").to_pylist(),
-                                          videos.column("error").to_pylist()) if st == "error"]
-    if errors:
-        err = Table(title=f"errors ({len(errors)})")
+    rows = []
+    for name in ("videos", "clips"):
+        try:
+            table = manifest.read(name)
+        except (FileNotFoundError, ValueError):  # no clips at all
+            continue
+        if table.num_rows and "error_cause" in table.column_names:
+            columns = ["uri", "status", "error_stage", "error_cause"] + (["clip_id"] if "clip_id" in table.column_names else [])
+            rows += [r for r in table.select(columns).to_pylist() if r["status"] == "error"]
+    if rows:
+        err = Table(title=f"errors ({len(rows)})")
         err.add_column("file")
+        err.add_column("clip")
+        err.add_column("stage")
         err.add_column("cause")
-        for uri, message in errors:
-            err.add_row(Path(uri).name, message.split(": ", 2)[-1] if message else "")
+        for row in rows:
+            err.add_row(Path(row["uri"]).name, row.get("clip_id") or "", row["error_stage"] or "", row["error_cause"] or "")
         console.print(err)
     return 0
 
@@ -192,17 +228,18 @@ def _print_summary(summary) -> None:
     table.add_column("videos", justify="right")
     table.add_column("ok", justify="right")
     table.add_column("errors", justify="right")
+    table.add_column("clip errors", justify="right")
     table.add_column("skipped (done before)", justify="right")
     table.add_column("clips", justify="right")
     table.add_column("kept", justify="right")
     table.add_column("seconds", justify="right")
-    table.add_row(*(str(v) for v in (summary.videos, summary.videos_ok, summary.videos_error, summary.skipped,
-                                      summary.clips, summary.kept)), f"{summary.seconds:.1f}")
+    table.add_row(*(str(v) for v in (summary.videos, summary.videos_ok, summary.videos_error, summary.clips_error,
+                                      summary.skipped, summary.clips, summary.kept)), f"{summary.seconds:.1f}")
     console.print(table)
     if summary.errors_by_cause:
         causes = Table(title="errors by cause")
         causes.add_column("cause")
-        causes.add_column("videos", justify="right")
+        causes.add_column("videos + clips", justify="right")
         for cause, count in summary.errors_by_cause.items():
             causes.add_row(cause, str(count))
         console.print(causes)

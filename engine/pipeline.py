@@ -56,11 +56,12 @@ class Pipeline:
     source: str  # the file it came from
     stages: list[Stage]  # in execution order
     text: str  # the file's text, stored with the run for provenance
+    before: list[Stage] = dataclasses.field(default_factory=list)  # stages that ran before these (a segment)
 
     def schema_after(self, index: int) -> dict[str, pa.DataType]:
         """All columns (and their types) that exist after stage ``index``."""
         schema = dict(BASE_COLUMNS)
-        for stage in self.stages[: index + 1]:
+        for stage in [*self.before, *self.stages[: index + 1]]:
             schema.update(stage.adds)
             if stage.fan_out:
                 schema[CLIPS_IN_VIDEO] = pa.int32()
@@ -80,6 +81,11 @@ class Pipeline:
 
     def models(self) -> list[ModelRef]:
         return [ref for stage in self.stages for ref in stage.models()]
+
+    def segment(self, start: int, stop: int) -> Pipeline:
+        """Stages ``start:stop`` as a pipeline of their own, whose schemas include the stages before them."""
+        return Pipeline(name=self.name, source=self.source, stages=self.stages[start:stop], text=self.text,
+                        before=self.stages[:start])
 
 
 def resolve_path(name_or_path: str) -> Path:
@@ -368,4 +374,6 @@ def _check_columns(pipeline: Pipeline, known: dict[str, str]) -> list[str]:
                 hint = f"; add a stage that writes it before this one ({', '.join(writers)})" if writers else ""
                 problems.append(f"stages[{i}] ({stage.name}) reads column '{column}', which no earlier stage writes{hint}")
         available.update(stage.adds)
+    if not fan_outs and not problems:  # the manifest and every clip stage work on the clips the splitter makes
+        problems.append("the pipeline has no splitting stage: add '- stage: split' after probe")
     return problems

@@ -24,8 +24,6 @@ centre crop), so only uint8 pixels cross to the device, where they are normalise
 
 from __future__ import annotations
 
-import engine._torchvision_shim  # noqa: F401 - before open_clip imports torchvision
-
 import logging
 import os
 import queue
@@ -40,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.models import is_untrained, resolve_model
+from engine.models import is_untrained, resolve_device, resolve_dtype, resolve_model, resolve_precision
 from engine.stage import ModelRef
 
 log = logging.getLogger(__name__)
@@ -165,12 +163,6 @@ def load_aesthetic_head(path: str) -> tuple[nn.Module, int]:
     return head.eval().requires_grad_(False), linears[0].in_features
 
 
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The embedder
 
@@ -182,7 +174,7 @@ class ClipEmbedder:
     clip_model: str = DEFAULT_CLIP
     aesthetic_head: str = DEFAULT_HEAD  # "" = no aesthetic scores
     device: str = "auto"
-    precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU (bf16 matmuls are slow on most CPUs)
+    precision: str = "auto"  # engine.models.resolve_dtype: auto = bf16 on a GPU, fp32 on a CPU
     quick_gelu: bool | None = None
     compile: bool = False  # torch.compile the tower (fixed batch shapes: partial batches are padded)
     image_batch: int = 256
@@ -192,10 +184,9 @@ class ClipEmbedder:
     untrained: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
-        self.torch_device = pick_device(self.device)
-        cuda = self.torch_device.type == "cuda"
-        self.dtype_name = self.precision if self.precision != "auto" else ("bf16" if cuda else "fp32")
-        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.dtype_name]
+        self.torch_device = resolve_device(self.device)
+        self.dtype_name = resolve_precision(self.precision, self.torch_device)
+        self.dtype = resolve_dtype(self.dtype_name, self.torch_device)
         self.visual, cfg, self.untrained = load_clip_visual(self.clip_model, self.torch_device, self.dtype_name,
                                                             self.quick_gelu)
         size = cfg.get("size", 224)
