@@ -25,21 +25,25 @@ class LocalExecutor:
         for stage in pipeline.stages:
             stage.setup(ctx)
         schemas = [pipeline.schema_after(i) for i in range(len(pipeline.stages))]
+        # Every bar counts videos, whose number is known up front (clips are not known before the split);
+        # the rows a stage has output so far (clips after the splitter) are shown beside it.
+        n_videos = len(set(videos.column("video_id").to_pylist()))
         with Progress(TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), disable=not self.progress, transient=False) as progress:
-            bars = [progress.add_task(stage.name, total=None) for stage in pipeline.stages]
+                      TextColumn("videos · {task.fields[rows]} rows"), TimeElapsedColumn(),
+                      disable=not self.progress, transient=False) as progress:
+            bars = [progress.add_task(stage.name, total=n_videos, rows=0) for stage in pipeline.stages]
             parts = _by_video(videos, self.videos_per_part)
-            total = progress.add_task("videos", total=len(parts))
             for table in parts:
+                done = len(set(table.column("video_id").to_pylist()))
                 for stage, schema, bar in zip(pipeline.stages, schemas, bars):
                     pieces = [
                         run_stage(stage, table.slice(i, stage.batch_size), ctx, schema)
                         for i in range(0, table.num_rows, max(1, stage.batch_size))
                     ]
                     table = pa.concat_tables(pieces, promote_options="permissive") if pieces else table
-                    progress.advance(bar, table.num_rows)
+                    rows = progress.tasks[bar].fields["rows"] + table.num_rows
+                    progress.update(bar, advance=done, rows=rows)
                 sink(table)
-                progress.advance(total)
 
 
 def _by_video(rows: pa.Table, per_part: int) -> list[pa.Table]:

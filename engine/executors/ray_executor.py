@@ -20,6 +20,8 @@ from engine.stage import EnvironmentFault, RunContext, Stage, run_stage
 
 log = logging.getLogger(__name__)
 
+PART_WRITER_CPUS = 0.25  # the actors that write manifest parts: light, and they must never wait for a CPU
+
 
 class _StageWorker:
     """One actor of a stateful stage: set up once, then called per batch."""
@@ -65,12 +67,25 @@ def _environment_fault(exc: BaseException) -> EnvironmentFault | None:
     return None
 
 
+def _cpu_requests(pipeline: Pipeline, cpus: float, embedded: bool) -> list[float]:
+    """CPUs each stage's workers ask Ray for. On a cluster: what the pipeline file says. On the embedded Ray of
+    one machine (logical CPUs = cores): every actor pool must get its first actor and tasks need room beside
+    them, so an actor's request is capped at an equal share of the cores (fractions allowed); a task's at all
+    of them."""
+    asked = [stage.resources.cpus for stage in pipeline.stages]
+    if not embedded:
+        return asked
+    pools = sum(1 for stage in pipeline.stages if stage.stateful)
+    share = (cpus - PART_WRITER_CPUS) / (pools + 1)
+    return [min(c, share) if stage.stateful else min(c, cpus) for c, stage in zip(asked, pipeline.stages)]
+
+
 class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, progress: bool = True):
         self.address = address  # None: start an embedded local Ray; "auto" or "HOST:PORT": join a cluster
-        self.num_cpus = num_cpus  # logical CPUs of the embedded Ray (default: max(4, cores))
+        self.num_cpus = num_cpus  # logical CPUs of the embedded Ray (default: this machine's cores)
         self.progress = progress
 
     def _init(self) -> None:
@@ -85,9 +100,10 @@ class RayExecutor:
         if self.address:
             ray.init(address=self.address, runtime_env=runtime_env, log_to_driver=False)
         else:
-            # More logical CPUs than cores: every actor-pool stage holds one, and tasks need room beside them.
-            cpus = self.num_cpus or max(4, os.cpu_count() or 1)
-            ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+            # No more logical CPUs than cores: oversubscribing only makes workers fight for them. Actor pools
+            # stay schedulable because ``_cpu_requests`` shrinks their requests to fit (fractional CPUs).
+            ray.init(num_cpus=self.num_cpus or os.cpu_count() or 1, include_dashboard=False, runtime_env=runtime_env,
+                     log_to_driver=False, logging_level=logging.ERROR)
 
     def run(self, pipeline: Pipeline, videos: pa.Table, ctx: RunContext, sink: Callable[[pa.Table], str]) -> None:
         import ray
@@ -100,10 +116,11 @@ class RayExecutor:
         step = -(-videos.num_rows // n_blocks)
         blocks = [videos.slice(i, step) for i in range(0, videos.num_rows, step)]
         ds = ray.data.from_arrow(blocks)
+        cpu_requests = _cpu_requests(pipeline, ray.cluster_resources().get("CPU", 1.0), embedded=not self.address)
         for index, stage in enumerate(pipeline.stages):
             schema = pipeline.schema_after(index)
             common = dict(batch_size=stage.batch_size, batch_format="pyarrow", zero_copy_batch=True,
-                          num_cpus=stage.resources.cpus, num_gpus=stage.resources.gpus or None)
+                          num_cpus=cpu_requests[index], num_gpus=stage.resources.gpus or None)
             if stage.resources.memory_gb:
                 common["memory"] = int(stage.resources.memory_gb * 2**30)
             if stage.stateful:
@@ -112,7 +129,7 @@ class RayExecutor:
             else:
                 ds = ds.map_batches(_stateless(stage, ctx, schema), **common)
         ds = ds.map_batches(_PartWriter, fn_constructor_args=(sink,), batch_size=None, batch_format="pyarrow",
-                            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2), num_cpus=0.25)
+                            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2), num_cpus=PART_WRITER_CPUS)
         rows = 0
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
