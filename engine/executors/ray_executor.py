@@ -69,15 +69,15 @@ def _environment_fault(exc: BaseException) -> EnvironmentFault | None:
 
 def _cpu_requests(pipeline: Pipeline, cpus: float, embedded: bool) -> list[float]:
     """CPUs each stage's workers ask Ray for. On a cluster: what the pipeline file says. On the embedded Ray of
-    one machine (logical CPUs = cores): every actor pool must get its first actor and tasks need room beside
-    them, so an actor's request is capped at an equal share of the cores (fractions allowed); a task's at all
-    of them."""
+    one machine (logical CPUs = cores): every actor pool must get its first actor while a task still finds room
+    beside them, so a request is capped at an equal share of the cores, one share per pool and one for tasks
+    (fractions allowed). Where everything fits, nothing is shrunk."""
     asked = [stage.resources.cpus for stage in pipeline.stages]
     if not embedded:
         return asked
     pools = sum(1 for stage in pipeline.stages if stage.stateful)
     share = (cpus - PART_WRITER_CPUS) / (pools + 1)
-    return [min(c, share) if stage.stateful else min(c, cpus) for c, stage in zip(asked, pipeline.stages)]
+    return [min(c, share) for c in asked]
 
 
 class RayExecutor:
