@@ -102,6 +102,9 @@ class RayExecutor:
         else:
             # No more logical CPUs than cores: oversubscribing only makes workers fight for them. Actor pools
             # stay schedulable because ``_cpu_requests`` shrinks their requests to fit (fractional CPUs).
+            # Ray's C++ core worker prints advice as error lines on the terminal (an actor's constructor arguments
+            # in the object store, which Ray Data does for every pool); real failures still raise in Python.
+            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
             ray.init(num_cpus=self.num_cpus or os.cpu_count() or 1, include_dashboard=False, runtime_env=runtime_env,
                      log_to_driver=False, logging_level=logging.ERROR)
 
