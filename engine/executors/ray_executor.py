@@ -114,6 +114,8 @@ class RayExecutor:
         self._init()
         data_ctx = ray.data.DataContext.get_current()
         data_ctx.enable_progress_bars = self.progress
+        if not self.progress:  # Ray Data says, as a warning, that its bars are off: that is what was asked
+            logging.getLogger("ray.data").setLevel(logging.ERROR)
         data_ctx.max_errored_blocks = 0
         n_blocks = max(1, min(videos.num_rows, 64))
         step = -(-videos.num_rows // n_blocks)
