@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import traceback
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from rich.console import Console
