@@ -36,7 +36,6 @@ from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from engine.stage import OK, RunContext, Stage
 from filters import embeddings
@@ -199,9 +198,3 @@ def _identical(hashes: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
             first[digest] = index
     return np.array(i, np.int64), np.array(j, np.int64)
 
-
-def funnel_count(clips: pa.Table) -> int:
-    """Clips dedup dropped (for the funnel and the dashboard)."""
-    if "duplicate_of" not in clips.column_names or not clips.num_rows:
-        return 0
-    return int(pc.sum(pc.is_valid(clips.column("duplicate_of")).cast(pa.int64())).as_py() or 0)
