@@ -22,20 +22,20 @@ import pyarrow.compute as pc
 
 from engine.manifest import PARTS, Manifest
 from engine.pipeline import Pipeline
-from engine.stage import RunContext
+from engine.stage import ERROR_COLUMNS, RunContext
 
 log = logging.getLogger(__name__)
 
 
-def run_segments(pipeline: Pipeline, todo: pa.Table, ctx: RunContext, executor,
-                 manifest: Manifest) -> tuple[pa.Table, pa.Table, dict[str, float]]:
+def run_segments(pipeline: Pipeline, todo: pa.Table, ctx: RunContext, executor, manifest: Manifest,
+                 video_stages: tuple[str, ...] = ()) -> tuple[pa.Table, pa.Table, dict[str, float]]:
     """Execute ``pipeline`` on ``todo`` videos, stopping at each barrier; return (videos, clips, stage seconds)."""
     stages = pipeline.stages
     barriers = [i for i, stage in enumerate(stages) if stage.barrier]
     bounds = [*barriers, len(stages)]
     if todo.num_rows:
         executor.run(pipeline.segment(0, bounds[0]), todo, ctx, manifest.write_part)
-    videos, clips, seconds = manifest.compact(pipeline.video_columns())
+    videos, clips, seconds = manifest.compact(pipeline.video_columns(), video_stages)
     for k, index in enumerate(barriers):
         barrier = stages[index]
         begun = time.perf_counter()
@@ -77,7 +77,9 @@ def refresh(later: pa.Table, decided: pa.Table, columns: list[str], after: Pipel
     if "keep" not in later.column_names:
         return later
     dropped = pc.invert(pc.fill_null(later.column("keep"), True))
-    for name in ("status", "error"):  # a failure in a stage that would now skip the clip is not its failure
+    for name in ERROR_COLUMNS:  # a failure in a stage that would now skip the clip is not its failure
+        if name not in later.column_names or name not in decided.column_names:
+            continue
         index = later.schema.get_field_index(name)
         later = later.set_column(index, name, pc.if_else(dropped, decided.column(name).take(take), later.column(name)))
     schema = after.schema_after(len(after.stages) - 1)

@@ -11,6 +11,8 @@ orientation, black borders) and threshold filtering that annotates before it dro
   clusters); a barrier stage, so the stages after it never see the duplicates.
 """
 
+import _vde_torchvision  # noqa: F401 - torchvision importable on CPU torch, for whatever imports it next
+
 STAGES = {
     "score": "filters.score:Score",
     "clip_score": "filters.clip_score:ClipScore",

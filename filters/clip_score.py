@@ -12,8 +12,6 @@ pool (it has a ``setup``); give it GPUs in the pipeline file: ``resources: {cpus
 
 from __future__ import annotations
 
-import engine._torchvision_shim  # noqa: F401 - before open_clip imports torchvision
-
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -22,28 +20,27 @@ from typing import ClassVar, Literal
 import numpy as np
 import pyarrow as pa
 
-from engine.stage import ModelRef, RunContext, Stage, StageError, map_rows
+from engine.models import ModelStage
+from engine.stage import ModelRef, RunContext, StageError, map_rows
 from engine.video import clip_frame_indices
 from engine.tiny import resolve_name
 from filters import clip_models, embeddings
 from filters.frames import group_by_video, read_video_clips
+from filters.scorers.aesthetic import DECLARATIONS
 
 log = logging.getLogger(__name__)
 NAN = float("nan")
 
 
 @dataclass(kw_only=True)
-class ClipScore(Stage):
+class ClipScore(ModelStage):
     """Aesthetic score (CLIP ViT-L/14 + LAION head) and temporal consistency of every clip."""
 
     name: ClassVar[str] = "clip_score"
     reads: ClassVar[tuple[str, ...]] = ("uri", "clip_id", "start_frame", "end_frame", "display_width",
                                         "display_height")
-    adds: ClassVar[dict[str, pa.DataType]] = {
-        "aesthetic_mean": pa.float64(),  # LAION aesthetic score (about 1-10), mean over the aesthetic frames
-        "aesthetic_min": pa.float64(),
-        "consistency_mean": pa.float64(),  # cosine similarity of adjacent sampled frames' CLIP embeddings
-        "consistency_min": pa.float64(),  # the least similar adjacent pair: a jump inside the clip
+    adds: ClassVar[dict[str, pa.DataType]] = {  # the scores' units and meaning: filters/scorers/aesthetic.py
+        **{name: column.type for d in DECLARATIONS for name, column in d.columns.items()},
         "clip_frames_scored": pa.int32(),
         "clip_embedding": pa.list_(pa.float32()),  # mean normalised embedding (only with store_embedding)
         "clip_untrained": pa.bool_(),  # True when the tower or the head is a random-weight test model
@@ -56,8 +53,6 @@ class ClipScore(Stage):
     quick_gelu: bool | None = None  # force QuickGELU; null = what the tag or the checkpoint's config says
     frames: int = 5  # frames per clip; odd, so the middle frame is among them
     aesthetic_frames: Literal["first_middle_last", "all"] = "first_middle_last"  # which sampled frames get a score
-    device: str = "auto"  # auto = cuda when available, else cpu
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto = bf16 on cuda, fp32 on cpu
     image_batch: int = 256  # images per forward pass of the tower
     compile: bool = False  # torch.compile the tower (worth it on GPUs for long runs)
     decode_threads: int = 4  # videos decoded at once while the tower runs
@@ -71,15 +66,19 @@ class ClipScore(Stage):
         head = resolve_name(self.aesthetic_head) if self.aesthetic_head else ""
         return resolve_name(self.clip_model), head
 
+    def declares(self) -> dict:
+        """What ``run.json`` records: the declarations of the scores this stage writes."""
+        return {"scorers": [d.as_json() for d in DECLARATIONS]}
+
     def models(self) -> list[ModelRef]:
         clip, head = self._names()
         refs = [clip_models.clip_model_ref("clip_model", clip)]
         if head:
-            refs.append(ModelRef(field="aesthetic_head", name=head, kind="file"))
+            refs.append(ModelRef(field="aesthetic_head", name=head, kind="file", source=clip_models.HEAD_SOURCE))
         return refs
 
     def check(self) -> list[str]:
-        problems = []
+        problems = super().check()
         try:
             clip_models.parse_clip_name(self._names()[0])
         except ValueError as exc:
@@ -88,8 +87,6 @@ class ClipScore(Stage):
             problems.append(f"'frames' must be >= 1, got {self.frames}")
         if self.image_batch < 1 or self.decode_threads < 1:
             problems.append("'image_batch' and 'decode_threads' must be >= 1")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            problems.append(f"'device' must be auto, cpu or cuda[:N], got '{self.device}'")
         return problems
 
     def setup(self, ctx: RunContext) -> None:
@@ -128,9 +125,9 @@ class ClipScore(Stage):
         rows = batch.to_pylist()
         groups = [[rows[i] for i in members] for members in group_by_video(rows).values()]
         results = {}
-        for clip, embeddings in clip_models.embed_stream(groups, self._decode, self.embedder,
+        for clip, frame_embeddings in clip_models.embed_stream(groups, self._decode, self.embedder,
                                                          threads=self.decode_threads):
-            results[clip.key] = (clip, embeddings)
+            results[clip.key] = (clip, frame_embeddings)
         # One pass of the head over the whole batch rather than a small device call per clip.
         scored = [(k, e) for k, (_, e) in results.items() if e is not None]
         if scored:

@@ -4,8 +4,8 @@ A barrier stage (engine/barrier.py): it runs on the driver once every video has 
 it, over every clip's embedding from ``clip_score`` (``<out>/embeddings``), and the stages after it see
 its ``keep``. Clips a filter already dropped, failed clips and clips without an embedding take no part.
 
-1. Exact duplicates. Byte-identical files never get this far: ingest gives them one ``video_id`` and keeps
-   the first (no decode). Clips whose decoded frames are identical (a remux, the same shot in two uploads)
+1. Exact duplicates. Byte-identical files never get this far: ingest finds their equal content id and
+   makes every later copy an error row naming the first (no decode). Clips whose decoded frames are identical (a remux, the same shot in two uploads)
    share ``frames_sha1`` and are grouped here without any similarity search.
 2. Near duplicates, SemDeDup-style (filters/semdedup.py): faiss k-means (about sqrt(n) clusters, fixed
    seed), cosine similarity between clips that share a cluster (each clip also searched in its

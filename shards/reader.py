@@ -23,7 +23,6 @@ shards with replacement (weighted by sample count) from a per-(rank, worker) RNG
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import random
@@ -37,12 +36,12 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
+from shards.members import REQUIRED, load_npy
 from shards.sampling import MICRO_CONDITIONS
 
 log = logging.getLogger(__name__)
 
 MICRO_KEYS = MICRO_CONDITIONS  # the writer's order is the trainer's order (shards.sampling)
-REQUIRED = ("json", "txt", "latent.npy", "text_seq.npy", "text_pooled.npy")
 SKIPPED = (".mp4", ".jpg", ".latent_logvar.npy", ".embedding.npy")  # optional members the trainer never reads
 
 
@@ -97,10 +96,6 @@ def load_index(src: str) -> ShardIndex:
                       text=data.get("text", {}))
 
 
-def _npy(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
-
-
 def decode_sample(raw: dict) -> dict:
     """Raw tar members (bytes) -> numpy arrays, caption, meta and the micro-condition vector."""
     key = raw.get("__key__")
@@ -112,7 +107,7 @@ def decode_sample(raw: dict) -> dict:
     if absent:
         raise ValueError(f"sample {key} in {raw.get('__url__')}: json lacks micro-conditions {absent}; the shard "
                          f"writer must record {MICRO_KEYS}")
-    latent = _npy(raw["latent.npy"])
+    latent = load_npy(raw["latent.npy"])
     if latent.ndim != 4:
         raise ValueError(f"sample {key}: latent.npy has shape {latent.shape}; expected [T, C, h, w]")
     return {
@@ -120,8 +115,8 @@ def decode_sample(raw: dict) -> dict:
         "caption": raw["txt"].decode("utf-8") if isinstance(raw["txt"], bytes) else raw["txt"],
         "meta": meta,
         "latent": latent,
-        "text_seq": _npy(raw["text_seq.npy"]),
-        "text_pooled": _npy(raw["text_pooled.npy"]),
+        "text_seq": load_npy(raw["text_seq.npy"]),
+        "text_pooled": load_npy(raw["text_pooled.npy"]),
         "micro": np.array([float(meta[k]) for k in MICRO_KEYS], dtype=np.float32),
     }
 

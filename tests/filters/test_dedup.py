@@ -62,7 +62,8 @@ def _frames(path: Path) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def family(tmp_path_factory) -> Path:
-    """orig.mp4 (3 shots, hard cuts), its copies half.mp4 / crop.mp4 / intro.mp4, and other.mp4."""
+    """orig.mp4 (3 shots, hard cuts), its copies half.mp4 / crop.mp4 / intro.mp4 / same_bytes.mp4, and
+    other.mp4."""
     folder = tmp_path_factory.mktemp("family")
     make_video(folder / "orig.mp4", SHOTS, [Transition(kind="cut")] * 2)
     frames = _frames(folder / "orig.mp4")
@@ -72,6 +73,7 @@ def family(tmp_path_factory) -> Path:
     write_frames(folder / "intro.mp4", [f[:, :, ::-1] for f in intro] + frames)
     make_video(folder / "other.mp4", [Scene(frames=60, seed=31, speed=1.0), Scene(frames=60, seed=32, speed=2.0)],
                [Transition(kind="cut")])
+    shutil.copy(folder / "orig.mp4", folder / "same_bytes.mp4")  # caught at ingest, never decoded
     return folder
 
 
@@ -121,6 +123,10 @@ def test_copies_group_with_their_source_and_one_clip_of_each_group_is_kept(resul
     # The stage after the barrier wrote exactly the kept clips.
     assert all((r["clip_uri"] is not None) == bool(r["keep"]) for r in rows)
     assert sorted(p.name for p in (out / "clips").iterdir()) == sorted(f"{r['clip_id']}.mp4" for r in rows if r["keep"])
+    videos = {Path(v["uri"]).name: v for v in pq.read_table(out / "manifest" / "videos").to_pylist()}
+    same = videos["same_bytes.mp4"]
+    assert same["status"] == "error" and same["error_stage"] == "ingest" and "orig.mp4" in same["error"]
+    assert "same_bytes.mp4" not in {Path(r["uri"]).name for r in rows}
     summary = __import__("json").loads((out / "manifest" / "dedup.json").read_text())
     assert summary["duplicates"] == 9 and summary["groups"] == 3 and summary["model"] == "tiny:clip"
 
