@@ -7,9 +7,10 @@ their own (``_state/parts-after-<i>-<name>``). So a stage after the barrier sees
 stage skips clips dedup dropped, exactly as it skips clips a filter dropped.
 
 Resume works per segment: a rerun skips videos complete in a segment's parts; the barrier runs again over
-the full clip set (it must be deterministic). Its fresh columns replace the stored ones on every row, and a
-clip it now drops (say a new video holds a better copy) loses what stages after it computed only for kept
-clips (``skips_dropped``), so the manifest equals that of one uninterrupted run over all inputs.
+the full clip set (it must be deterministic). Its fresh columns replace the stored ones on every row; a clip
+it now drops (say a new video holds a better copy) loses what stages after it computed only for kept clips
+(``skips_dropped``), and a clip it now keeps but dropped before sends its videos through those stages again.
+So the manifest equals that of one uninterrupted run over all inputs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from engine.manifest import PARTS, Manifest
 from engine.pipeline import Pipeline
@@ -47,6 +49,8 @@ def run_segments(pipeline: Pipeline, todo: pa.Table, ctx: RunContext, executor, 
         if not after.stages or not clips.num_rows:
             continue
         segment = Manifest(ctx.output, parts=f"{PARTS}-after-{index}-{barrier.name}")
+        for path in _skipped_but_now_kept(segment, clips):
+            segment.fs.rm(path)  # its videos run again, so the clips the barrier now keeps get processed
         done = segment.completed_videos()
         rows = clips.filter(pa.array([v not in done for v in clips.column("video_id").to_pylist()], pa.bool_()))
         log.info("after %s: %d of %d clips to process", barrier.name, rows.num_rows, clips.num_rows)
@@ -60,6 +64,26 @@ def run_segments(pipeline: Pipeline, todo: pa.Table, ctx: RunContext, executor, 
     if barriers:
         manifest.write_clips(clips)
     return videos, clips, seconds
+
+
+def _skipped_but_now_kept(segment: Manifest, clips: pa.Table) -> list[str]:
+    """Parts written when the barrier dropped a clip it now keeps (new clips changed a group's winner): the
+    skips-dropped stages after it never ran on that clip."""
+    if "keep" not in clips.column_names:
+        return []
+    kept_now = {cid for cid, keep in zip(clips.column("clip_id").to_pylist(), clips.column("keep").to_pylist())
+                if keep is not False}
+    stale = []
+    for path in segment.part_paths():
+        with segment.fs.open(path, "rb") as handle:
+            file = pq.ParquetFile(handle)
+            if "keep" not in file.schema_arrow.names:
+                continue
+            part = file.read(columns=["clip_id", "keep"])
+        if any(keep is False and cid in kept_now
+               for cid, keep in zip(part.column("clip_id").to_pylist(), part.column("keep").to_pylist())):
+            stale.append(path)
+    return stale
 
 
 def refresh(later: pa.Table, decided: pa.Table, columns: list[str], after: Pipeline) -> pa.Table:
