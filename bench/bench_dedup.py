@@ -121,6 +121,8 @@ def one(n: int, dim: int, topics: int, dup_frac: float, threshold: float) -> dic
         "seconds": {"data": round(made, 1), "kmeans_train": round(train, 1),
                     "assign_100k": round(assign_slice, 1), "assign_and_pairs": round(pairs_s, 1),
                     "components": round(groups_s, 1), "total_dedup": round(train + pairs_s + groups_s, 1)},
+        "cpu_seconds": round(resource.getrusage(resource.RUSAGE_SELF).ru_utime
+                             + resource.getrusage(resource.RUSAGE_SELF).ru_stime, 1),  # the machine may be shared
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "embeddings_gb": round(vectors.nbytes / 2**30, 2),
     }
