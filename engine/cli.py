@@ -93,16 +93,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipeline = _load_pipeline(args.pipeline)
     if pipeline is None:
         return 2
-    from engine.lock import STORAGE_ERRNOS, OutputError, guard_output, storage_message
+    from engine.lock import STORAGE_ERRNOS, guard_output, storage_message
     from engine.stage import EnvironmentFault
 
     executor = _executor(args)
     try:
         with guard_output(args.output):
             summary = run_pipeline(pipeline, args.input, args.output, executor, on_error=args.on_error)
-    except (FileNotFoundError, OutputError) as exc:
-        _fail(str(exc))
-        return 2
     except OSError as exc:  # storage failing mid-run (disk full, remounted read-only): say so, no traceback
         if exc.errno not in STORAGE_ERRNOS:
             raise

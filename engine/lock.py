@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
+from engine.errors import UserError
 from engine.io import TEMP_PREFIX, fsync_dir, is_local_fs, join, output_fs, write_atomic
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ _held: dict[str, int] = {}  # lock paths this process holds -> nesting depth (vd
 _held_guard = threading.Lock()
 
 
-class OutputError(Exception):
+class OutputError(UserError):
     """The output cannot be used (in use by another run, not writable, a file where a folder must be)."""
 
 

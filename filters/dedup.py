@@ -5,8 +5,9 @@ it, over every clip's embedding from ``clip_score`` (``<out>/embeddings``), and 
 its ``keep``. Clips a filter already dropped, failed clips and clips without an embedding take no part.
 
 1. Exact duplicates. Byte-identical files never get this far: ingest finds their equal content id and
-   makes every later copy an error row naming the first (no decode). Clips whose decoded frames are identical (a remux, the same shot in two uploads)
-   share ``frames_sha1`` and are grouped here without any similarity search.
+   makes every later copy an error row naming the first (no decode). Clips whose decoded frames are
+   identical (a remux, the same shot in two uploads) share ``frames_sha1`` and are grouped here without
+   any similarity search.
 2. Near duplicates, SemDeDup-style (filters/semdedup.py): faiss k-means (about sqrt(n) clusters, fixed
    seed), cosine similarity between clips that share a cluster (each clip also searched in its
    ``spill``-nearest clusters, so pairs across a border are found), pairs at or above ``threshold``.
@@ -63,7 +64,7 @@ class Dedup(Stage):
 
     threshold: float = 0.9  # cosine similarity at or above which two clips are duplicates (1 - NeMo's eps)
     clusters: int = 0  # k-means clusters; 0 = round(sqrt(clips)), at most max_clusters (all pairs below 4096 clips)
-    max_clusters: int = 16384
+    max_clusters: int = 16384  # upper bound on the automatic cluster count (memory of the k-means centroids)
     spill: int = 2  # clusters each clip is searched in (1 = plain SemDeDup; 2 finds pairs across borders)
     seed: int = 1234  # k-means seed: same clips, same groups
     batch_size: int = 4096

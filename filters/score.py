@@ -34,17 +34,19 @@ SCORE_COLUMNS: dict[str, pa.DataType] = {
 }
 
 
-def _scorer_settings() -> dict[str, tuple[type, object]]:
-    """Every scorer's settings as ``score`` stage keys (name -> (type, default))."""
+def _scorer_settings() -> dict[str, tuple[type, object, str]]:
+    """Every scorer's settings as ``score`` stage keys (name -> (type, default, meaning))."""
     import typing
 
-    out: dict[str, tuple[type, object]] = {}
+    from engine.stage_docs import field_meaning
+
+    out: dict[str, tuple[type, object, str]] = {}
     for cls in SCORERS:
         hints = typing.get_type_hints(cls)
         for f in fields(cls):
             if f.name in out:
                 raise TypeError(f"scorer setting '{f.name}' is declared by two scorers")
-            out[f.name] = (hints[f.name], f.default)
+            out[f.name] = (hints[f.name], f.default, field_meaning(cls, f.name))
     return out
 
 

@@ -96,17 +96,22 @@ def settings_of(cls: type[Scorer], stage: Any) -> Scorer:
     return cls(**{f.name: getattr(stage, f.name) for f in dataclasses.fields(cls) if f.init})
 
 
-def with_fields(fields: dict[str, tuple[Any, Any]]):
-    """Class decorator (put it below ``@dataclass``): adds annotated fields ``name -> (type, default)``, so a
-    stage's keys can come from declarations and be validated like hand-written ones."""
+def with_fields(fields: dict[str, tuple[Any, ...]]):
+    """Class decorator (put it below ``@dataclass``): adds annotated fields ``name -> (type, default[, meaning])``,
+    so a stage's keys can come from declarations and be validated like hand-written ones. The meaning goes into
+    the field's metadata (``doc``), where ``vde stages`` reads it."""
     def add(cls: type) -> type:
         annotations = cls.__dict__.get("__annotations__", {})
-        for name, (hint, default) in fields.items():
+        for name, (hint, default, *doc) in fields.items():
             if name in annotations:
                 raise TypeError(f"{cls.__name__}.{name} is declared twice")
             annotations[name] = hint
-            setattr(cls, name, dataclasses.field(default_factory=lambda d=default: list(d))
-                    if isinstance(default, list) else default)
+            metadata = {"doc": doc[0]} if doc and doc[0] else {}
+            if isinstance(default, list):
+                value = dataclasses.field(default_factory=lambda d=default: list(d), metadata=metadata)
+            else:
+                value = dataclasses.field(default=default, metadata=metadata)
+            setattr(cls, name, value)
         cls.__annotations__ = annotations
         return cls
     return add
