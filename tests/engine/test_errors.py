@@ -90,13 +90,17 @@ def test_environment_faults_are_found_behind_a_stage_error(tmp_path):
     assert environment_fault(FileNotFoundError(errno.ENOENT, "No such file", str(tmp_path / "in.mp4"))) is None
 
 
-def test_unwritable_clips_folder_fails_the_run_and_a_rerun_after_the_fix_finishes_it(tmp_path, demo_videos):
+def test_unwritable_clips_folder_fails_the_run_and_a_rerun_after_the_fix_finishes_it(tmp_path, demo_videos,
+                                                                                       monkeypatch):
     folder, truths = demo_videos
     reference, out = tmp_path / "reference", tmp_path / "out"
     assert main(["run", "cpu", "--input", str(folder), "--output", str(reference), "--no-progress"]) == 0
     out.mkdir()
     (out / "clips").write_text("not a folder")  # every clip write fails: the output's fault, not the videos'
+    # The up-front check would refuse this output before any work; skip it to reach the storage failing mid-run.
+    monkeypatch.setattr("engine.lock.check_output", lambda output, write=True: None)
     assert main(["run", "cpu", "--input", str(folder), "--output", str(out), "--no-progress"]) == 3
+    monkeypatch.undo()
     assert not (out / "run.json").exists()
     if (out / "manifest" / "clips").exists():  # nothing may claim the clips were made
         assert pq.read_table(out / "manifest" / "clips").num_rows == 0
