@@ -42,7 +42,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import engine._torchvision_shim  # noqa: E402,F401 - before transformers
 import torch  # noqa: E402
 
 from captioners.fast_qwen import FastQwenVL, Visual  # noqa: E402

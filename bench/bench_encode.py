@@ -48,9 +48,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import engine._torchvision_shim  # noqa: E402,F401 - before diffusers
 import torch  # noqa: E402
 
+from engine.models import DTYPE_ALIASES  # noqa: E402
 from shards.sampling import Bucket, SamplePlan, apply_crop, crop_box  # noqa: E402
 from shards.vae import LatentVAE  # noqa: E402
 
@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> dict:
         from diffusers import AutoencoderKL
 
         naive = AutoencoderKL.from_pretrained(folder, torch_dtype=dtype, low_cpu_mem_usage=False).to(device).eval()
-        vae = LatentVAE(folder, device=str(device), dtype=args.dtype, compile=args.compile,
+        vae = LatentVAE(folder, device=str(device), precision=DTYPE_ALIASES[str(dtype).removeprefix("torch.")],
+                        compile=args.compile,
                         channels_last={"auto": None, "on": True, "off": False}[args.channels_last])
         out["channels_last"] = vae.channels_last
         for size, batch, pipe_batch in zip(sizes, batches, args.pipe_batches or batches):

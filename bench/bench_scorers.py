@@ -34,8 +34,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import engine._torchvision_shim  # noqa: E402,F401 - before open_clip imports torchvision
-
 log = logging.getLogger("bench_scorers")
 
 

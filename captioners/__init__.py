@@ -13,6 +13,8 @@ Stages (registered below, imported only when a pipeline uses them):
 ``captioners.tiny.build_tiny_models(folder)`` builds tiny random-weight models for tests and the demo.
 """
 
+import _vde_torchvision  # noqa: F401 - torchvision importable on CPU torch, for whatever imports it next
+
 STAGES = {
     "caption": "captioners.caption:Caption",
     "categorize": "captioners.categorize:Categorize",

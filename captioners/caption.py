@@ -16,10 +16,11 @@ from typing import ClassVar, Literal
 
 import pyarrow as pa
 
-from captioners.frames import FrameFeeder, FramePlan, sample_indices
+from captioners.frames import FrameFeeder, FramePlan, plan_clip
 from captioners.prompts import DENSE_CAPTION_PROMPT
 from engine.tiny import resolve_name
-from engine.stage import ERROR, ModelRef, Resources, RunContext, Stage
+from engine.models import ModelStage
+from engine.stage import ModelRef, Resources, RunContext, mark_error
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ DEFAULT_VLM = "Qwen/Qwen2.5-VL-7B-Instruct"
 
 
 @dataclass(kw_only=True)
-class Caption(Stage):
+class Caption(ModelStage):
     """Dense caption of each kept clip; ``caption_untrained`` marks captions from random-weight test models."""
 
     name: ClassVar[str] = "caption"
@@ -53,8 +54,6 @@ class Caption(Stage):
     compile: bool = True  # fuse element-wise steps with torch.compile (fast engine, GPU only; ~20 s on batch 1)
     gpu_batch: int = 128  # clips per generation call (KV cache ~75 MB per clip at 7B; larger = faster decode)
     decode_threads: int = 8  # CPU threads decoding frames while the GPU captions
-    device: str = "auto"  # "auto" (cuda if present), "cuda", "cuda:1", "cpu"
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     batch_size: int = 512  # rows per call; several gpu_batch chunks, so decoding overlaps captioning
     resources: Resources = field(default_factory=lambda: Resources(cpus=8, gpus=1))
 
@@ -62,7 +61,7 @@ class Caption(Stage):
         return [ModelRef(field="model", name=resolve_name(self.model), kind="transformers")]
 
     def check(self) -> list[str]:
-        problems = []
+        problems = super().check()
         if self.frames < 1:
             problems.append(f"'frames' must be at least 1, got {self.frames}")
         if self.fps < 0:
@@ -80,15 +79,13 @@ class Caption(Stage):
     def setup(self, ctx: RunContext) -> None:
         from captioners.vlm import VLM
 
-        self.vlm = VLM(resolve_name(self.model), field="model", device=self.device, dtype=self.dtype, engine=self.engine,
+        self.vlm = VLM(resolve_name(self.model), field="model", device=self.device, precision=self.precision,
+                       engine=self.engine,
                        cuda_graphs=self.cuda_graphs, compile=self.compile)
         self.feeder = FrameFeeder(self.decode_threads)
 
     def plan(self, row: dict) -> FramePlan:
-        indices, step = sample_indices(row, self.frames, self.fps, self.max_frames)
-        size = self.vlm.frame_size(int(row.get("display_width") or 1), int(row.get("display_height") or 1),
-                                   self.max_pixels, self.min_pixels)
-        return FramePlan(indices=indices, size=size, seconds_per_frame=step)
+        return plan_clip(row, self.vlm, self.frames, self.max_pixels, self.min_pixels, self.fps, self.max_frames)
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
         from captioners.vlm import ClipFrames
@@ -108,7 +105,7 @@ class Caption(Stage):
             for i in range(lo, hi):
                 frames = self.feeder.result(i)
                 if isinstance(frames, str):
-                    out[i].update(status=ERROR, error=f"{self.name}: {rows[i]['uri']}: clip {rows[i]['clip_id']}: {frames}")
+                    out[i] = mark_error(out[i], self.name, frames)
                 elif frames is not None:
                     todo.append(i)
                     clips.append(ClipFrames(frames=frames, seconds_per_frame=plans[i].seconds_per_frame))

@@ -8,17 +8,17 @@ equally be derived from the ``category`` column; the file also carries the taxon
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import pyarrow as pa
 
 from captioners.prompts import CATEGORIES, CATEGORY_NAMES, categorize_prompt
 from engine.tiny import resolve_name
-from engine.io import join, output_fs, write_atomic
-from engine.stage import ModelRef, Resources, RunContext, Stage
+from engine.manifest import Manifest
+from engine.models import ModelStage
+from engine.stage import ModelRef, Resources, RunContext
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def strip_label(caption: str) -> str:
 
 
 @dataclass(kw_only=True)
-class Categorize(Stage):
+class Categorize(ModelStage):
     """Sort each caption into one category of the fixed taxonomy."""
 
     name: ClassVar[str] = "categorize"
@@ -44,8 +44,6 @@ class Categorize(Stage):
 
     model: str = "Qwen/Qwen2.5-1.5B-Instruct"  # hub id or local directory of an instruct LLM ("tiny:llm": test model)
     llm_batch: int = 32  # captions per generation call
-    device: str = "auto"  # "auto" (cuda if present), "cuda", "cpu"
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     batch_size: int = 128  # rows per call
     resources: Resources = field(default_factory=lambda: Resources(cpus=1, gpus=0.25))
 
@@ -53,12 +51,14 @@ class Categorize(Stage):
         return [ModelRef(field="model", name=resolve_name(self.model), kind="transformers")]
 
     def check(self) -> list[str]:
-        return [] if self.llm_batch >= 1 else [f"'llm_batch' must be at least 1, got {self.llm_batch}"]
+        problems = super().check()
+        return problems if self.llm_batch >= 1 else [*problems, f"'llm_batch' must be at least 1, got {self.llm_batch}"]
 
     def setup(self, ctx: RunContext) -> None:
         from captioners.llm import TextLLM
 
-        self.llm = TextLLM.load(resolve_name(self.model), field="model", device=self.device, dtype=self.dtype)
+        self.llm = TextLLM.load(resolve_name(self.model), field="model", device=self.device,
+                                precision=self.precision)
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
         rows = [dict(r) for r in batch.to_pylist()]
@@ -72,7 +72,7 @@ class Categorize(Stage):
 
     def finalize(self, ctx: RunContext, clips: pa.Table) -> None:
         """Write the category distribution of kept clips to ``<out>/categories.json`` (rewritten each run)."""
-        write_json(ctx.output, CATEGORIES_FILE, category_distribution(clips))
+        Manifest(ctx.output).write_json(CATEGORIES_FILE, category_distribution(clips))
         return None
 
 
@@ -98,7 +98,3 @@ def category_distribution(clips: pa.Table) -> dict:
         "untrained_model": any_untrained,
     }
 
-
-def write_json(output: str, name: str, data: dict) -> None:
-    fs, root = output_fs(output)
-    write_atomic(fs, join(root, name), json.dumps(data, indent=2).encode())

@@ -23,12 +23,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from captioners.caption import DEFAULT_VLM
-from captioners.categorize import strip_label, write_json
-from captioners.frames import FrameFeeder, FramePlan, sample_indices
+from captioners.categorize import strip_label
+from captioners.frames import FrameFeeder, FramePlan, plan_clip
 from captioners.prompts import (DSGCounts, dsg_answer_prompt, dsg_counts, dsg_metrics, dsg_question_prompt,
                                 parse_dsg_questions, split_sentences)
+from engine.manifest import Manifest
 from engine.tiny import resolve_name
-from engine.stage import ERROR, ModelRef, Resources, RunContext, Stage
+from engine.models import ModelStage
+from engine.stage import ModelRef, Resources, RunContext, mark_error
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ def in_sample(clip_id: str, fraction: float) -> bool:
 
 
 @dataclass(kw_only=True)
-class DSGVideo(Stage):
+class DSGVideo(ModelStage):
     """DSG-Video hallucination check of the captions of a sample of kept clips."""
 
     name: ClassVar[str] = "dsg_video"
@@ -63,8 +65,6 @@ class DSGVideo(Stage):
     max_items: int = 32  # at most this many items per caption are checked
     question_tokens: int = 384  # length limit of the LLM's question list
     engine: Literal["auto", "fast", "hf"] = "auto"  # as in caption
-    device: str = "auto"  # "auto" (cuda if present), "cuda", "cpu"
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     decode_threads: int = 4  # CPU threads decoding frames
     batch_size: int = 32  # rows per call
     resources: Resources = field(default_factory=lambda: Resources(cpus=4, gpus=1))
@@ -74,7 +74,7 @@ class DSGVideo(Stage):
         return refs + ([ModelRef(field="llm", name=resolve_name(self.llm), kind="transformers")] if self.llm else [])
 
     def check(self) -> list[str]:
-        problems = []
+        problems = super().check()
         if not 0.0 <= self.sample_fraction <= 1.0:
             problems.append(f"'sample_fraction' must be within 0..1, got {self.sample_fraction}")
         if self.frames < 1:
@@ -89,9 +89,11 @@ class DSGVideo(Stage):
         from captioners.llm import TextLLM
         from captioners.vlm import VLM
 
-        self.model = VLM(resolve_name(self.vlm), field="vlm", device=self.device, dtype=self.dtype, engine=self.engine,
+        self.model = VLM(resolve_name(self.vlm), field="vlm", device=self.device, precision=self.precision,
+                         engine=self.engine,
                          cuda_graphs=False)  # prefill-only use: no decode graph needed
-        self.writer = (TextLLM.load(resolve_name(self.llm), field="llm", device=self.device, dtype=self.dtype) if self.llm
+        self.writer = (TextLLM.load(resolve_name(self.llm), field="llm", device=self.device,
+                                    precision=self.precision) if self.llm
                        else TextLLM.from_vlm(self.model))
         self.feeder = FrameFeeder(self.decode_threads)
 
@@ -100,10 +102,7 @@ class DSGVideo(Stage):
         todo = [i for i, r in enumerate(rows) if r.get("caption") and in_sample(r["clip_id"], self.sample_fraction)]
         plans: list[FramePlan | None] = [None] * len(rows)
         for i in todo:
-            indices, step = sample_indices(rows[i], self.frames)
-            size = self.model.frame_size(int(rows[i].get("display_width") or 1),
-                                         int(rows[i].get("display_height") or 1), self.max_pixels)
-            plans[i] = FramePlan(indices=indices, size=size, seconds_per_frame=step)
+            plans[i] = plan_clip(rows[i], self.model, self.frames, self.max_pixels)
         self.feeder.submit(rows, plans)
         sentences = {i: split_sentences(strip_label(rows[i]["caption"])) for i in todo}
         texts = self.writer.generate([dsg_question_prompt(sentences[i]) for i in todo], self.question_tokens,
@@ -111,7 +110,7 @@ class DSGVideo(Stage):
         for i, text in zip(todo, texts):
             frames = self.feeder.result(i)
             if isinstance(frames, str):
-                rows[i].update(status=ERROR, error=f"{self.name}: {rows[i]['uri']}: clip {rows[i]['clip_id']}: {frames}")
+                rows[i] = mark_error(rows[i], self.name, frames)
                 continue
             counts, detail = self.check_caption(sentences[i], text, list(frames))
             detail["frames"] = plans[i].indices
@@ -138,7 +137,7 @@ class DSGVideo(Stage):
 
     def finalize(self, ctx: RunContext, clips: pa.Table) -> None:
         """Aggregate the per-clip counts into ``<out>/dsg_video.json`` (rewritten on every run)."""
-        write_json(ctx.output, DSG_FILE, dsg_report(clips, self.config()))
+        Manifest(ctx.output).write_json(DSG_FILE, dsg_report(clips, self.config()))
         return None
 
 

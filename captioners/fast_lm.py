@@ -29,8 +29,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from captioners.fast_ops import Ops
+from captioners.fast_ops import Ops, aligned, fuse, pad_columns
 from captioners.fast_vision import Segments, make_segments, segment_attention
+from captioners.tokens import cut_at_eos
 
 log = logging.getLogger(__name__)
 
@@ -63,39 +64,6 @@ class _Layer:
     wd: torch.Tensor
 
 
-def _fuse(linears: list[torch.nn.Linear], attr: str, pad_to: int = 0) -> torch.Tensor | None:
-    """Concatenate the linears' weights (or biases), each zero-padded to ``pad_to`` rows, and re-point each
-    parameter at its slice of the result (so no weight is stored twice)."""
-    parts = [getattr(lin, attr) for lin in linears]
-    if any(p is None for p in parts):
-        return None
-    rows = [max(pad_to, p.shape[0]) for p in parts]
-    fused = torch.zeros((sum(rows), *parts[0].shape[1:]), dtype=parts[0].dtype, device=parts[0].device)
-    start = 0
-    for p, n in zip(parts, rows):
-        fused[start:start + p.shape[0]] = p.data
-        p.data = fused[start:start + p.shape[0]]
-        start += n
-    return fused
-
-
-def _pad_columns(linear: torch.nn.Linear, columns: int) -> torch.Tensor:
-    """``linear``'s weight zero-padded to ``columns`` input columns (the parameter re-pointed at a view)."""
-    w = linear.weight
-    if w.shape[1] >= columns:
-        return w
-    padded = torch.zeros((w.shape[0], columns), dtype=w.dtype, device=w.device)
-    padded[:, :w.shape[1]] = w.data
-    w.data = padded[:, :w.shape[1]]
-    return padded
-
-
-def aligned(n: int, multiple: int = 64) -> int:
-    """``n`` rounded up to a multiple: matrix sizes that are not multiples of 8 miss the fast (TMA) GEMM
-    kernels on Hopper; Qwen2.5-VL's vision MLP is 3,420 wide. Zero padding keeps results exact."""
-    return -(-n // multiple) * multiple
-
-
 class FastLM:
     def __init__(self, model: torch.nn.Module, prefill_tokens: int = 32768, cuda_graphs: bool = True,
                  check_every: int = 8, ops: Ops | None = None):
@@ -118,9 +86,9 @@ class FastLM:
             a, m = layer.self_attn, layer.mlp
             self.layers.append(_Layer(
                 ln1=layer.input_layernorm.weight, ln2=layer.post_attention_layernorm.weight,
-                wqkv=_fuse([a.q_proj, a.k_proj, a.v_proj], "weight"), bqkv=_fuse([a.q_proj, a.k_proj, a.v_proj], "bias"),
-                wo=a.o_proj.weight, wgu=_fuse([m.gate_proj, m.up_proj], "weight", aligned(m.gate_proj.out_features)),
-                wd=_pad_columns(m.down_proj, aligned(m.gate_proj.out_features))))
+                wqkv=fuse([a.q_proj, a.k_proj, a.v_proj], "weight"), bqkv=fuse([a.q_proj, a.k_proj, a.v_proj], "bias"),
+                wo=a.o_proj.weight, wgu=fuse([m.gate_proj, m.up_proj], "weight", aligned(m.gate_proj.out_features)),
+                wd=pad_columns(m.down_proj, aligned(m.gate_proj.out_features))))
         self.prefill_tokens = prefill_tokens
         self.cuda_graphs = cuda_graphs
         self.check_every = check_every
@@ -236,13 +204,7 @@ class FastLM:
                 break
             dec.step()
             out.append(dec.token[:n].clone())
-        tokens = torch.stack(out, dim=1).tolist()
-        eos = set(eos_ids)
-        result = []
-        for row in tokens:
-            cut = next((j + 1 for j, t in enumerate(row) if t in eos), len(row))
-            result.append(row[:cut])
-        return result
+        return [cut_at_eos(row, eos_ids) for row in torch.stack(out, dim=1).tolist()]
 
 
 def _bucket(n: int) -> int:

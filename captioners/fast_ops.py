@@ -1,4 +1,5 @@
-"""Element-wise steps of the fast engine, eager or fused by ``torch.compile``.
+"""Element-wise steps of the fast engine, eager or fused by ``torch.compile``, and the fused weight layouts
+both its vision tower and its LM use.
 
 Each eager step below makes several passes over memory (float32 up-casts, ``rotate_half``'s concatenation,
 the separate SiLU and product); compiled, each is one pass. They are most of what is not a matrix product in
@@ -76,3 +77,38 @@ class _Guarded:
                         type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
             self.fn = self.eager
             return self.fn(*args)
+
+
+# -- weight layouts shared by the vision tower and the LM -----------------------------------------------
+
+def fuse(linears: list[torch.nn.Linear], attr: str, pad_to: int = 0) -> torch.Tensor | None:
+    """Concatenate the linears' weights (or biases), each zero-padded to ``pad_to`` rows, and re-point each
+    parameter at its slice of the result (so no weight is stored twice)."""
+    parts = [getattr(lin, attr) for lin in linears]
+    if any(p is None for p in parts):
+        return None
+    rows = [max(pad_to, p.shape[0]) for p in parts]
+    fused = torch.zeros((sum(rows), *parts[0].shape[1:]), dtype=parts[0].dtype, device=parts[0].device)
+    start = 0
+    for p, n in zip(parts, rows):
+        fused[start:start + p.shape[0]] = p.data
+        p.data = fused[start:start + p.shape[0]]
+        start += n
+    return fused
+
+
+def pad_columns(linear: torch.nn.Linear, columns: int) -> torch.Tensor:
+    """``linear``'s weight zero-padded to ``columns`` input columns (the parameter re-pointed at a view)."""
+    w = linear.weight
+    if w.shape[1] >= columns:
+        return w
+    padded = torch.zeros((w.shape[0], columns), dtype=w.dtype, device=w.device)
+    padded[:, :w.shape[1]] = w.data
+    w.data = padded[:, :w.shape[1]]
+    return padded
+
+
+def aligned(n: int, multiple: int = 64) -> int:
+    """``n`` rounded up to a multiple: matrix sizes that are not multiples of 8 miss the fast (TMA) GEMM
+    kernels on Hopper; Qwen2.5-VL's vision MLP is 3,420 wide. Zero padding keeps results exact."""
+    return -(-n // multiple) * multiple

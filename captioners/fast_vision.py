@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from captioners.fast_ops import Ops
+from captioners.fast_ops import Ops, aligned, fuse, pad_columns
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -139,19 +139,13 @@ class FastVision:
         # Qwen2.5-VL blocks (RMSNorm + SwiGLU) run on fused weights; others (Qwen2-VL) through their modules
         self.fused = None
         if family == "qwen2_5_vl" and getattr(cfg, "hidden_act", "silu") == "silu":
-            from captioners.fast_lm import _fuse, _pad_columns, aligned
-
             width = aligned(visual.blocks[0].mlp.gate_proj.out_features)
             self.fused = [dict(ln1=b.norm1.weight, eps1=b.norm1.variance_epsilon, ln2=b.norm2.weight,
                                eps2=b.norm2.variance_epsilon,
-                               wgu=_fuse([b.mlp.gate_proj, b.mlp.up_proj], "weight", width),
-                               bgu=_fuse([b.mlp.gate_proj, b.mlp.up_proj], "bias", width),
-                               wd=_pad_columns(b.mlp.down_proj, width), bd=b.mlp.down_proj.bias)
+                               wgu=fuse([b.mlp.gate_proj, b.mlp.up_proj], "weight", width),
+                               bgu=fuse([b.mlp.gate_proj, b.mlp.up_proj], "bias", width),
+                               wd=pad_columns(b.mlp.down_proj, width), bd=b.mlp.down_proj.bias)
                           for b in visual.blocks]
-
-    @property
-    def tokens_per_patch_group(self) -> int:
-        return self.merge * self.merge
 
     def _plan(self, grids: tuple[tuple[int, int, int], ...], device: torch.device) -> dict:
         key = (grids, str(device))

@@ -52,6 +52,15 @@ def sample_indices(row: dict, frames: int, fps: float = 0.0, max_frames: int = 6
     return indices, max(step, 1e-3)
 
 
+def plan_clip(row: dict, vlm, frames: int, max_pixels: int, min_pixels: int = 0, fps: float = 0.0,
+              max_frames: int = 64) -> FramePlan:
+    """The frames to sample from ``row``'s clip (``sample_indices``), at the size ``vlm`` takes them."""
+    indices, step = sample_indices(row, frames, fps, max_frames)
+    size = vlm.frame_size(int(row.get("display_width") or 1), int(row.get("display_height") or 1), max_pixels,
+                          min_pixels)
+    return FramePlan(indices=indices, size=size, seconds_per_frame=step)
+
+
 class FrameFeeder:
     """Decodes the frames of many clips on a thread pool, grouped by video."""
 

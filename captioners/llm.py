@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import logging
 
-import engine._torchvision_shim  # noqa: F401 - before transformers
-
 import torch
 
-from engine.models import is_untrained, resolve_model
+from captioners.tokens import cut_at_eos, stop_tokens
+from engine.models import is_untrained, resolve_device, resolve_dtype, resolve_model
 from engine.stage import ModelRef
 
 log = logging.getLogger(__name__)
@@ -25,22 +24,17 @@ class TextLLM:
     def __init__(self, model, tokenizer, name: str, untrained: bool, device: torch.device):
         self.model, self.tokenizer, self.name, self.untrained, self.device = model, tokenizer, name, untrained, device
         self.tokenizer.padding_side = "left"
-        gen = model.generation_config
-        eos = gen.eos_token_id if gen.eos_token_id is not None else tokenizer.eos_token_id
-        self.eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
-        self.pad_id = gen.pad_token_id if gen.pad_token_id is not None else (tokenizer.pad_token_id or 0)
+        self.eos_ids, self.pad_id = stop_tokens(model, tokenizer)
 
     @classmethod
-    def load(cls, name: str, field: str = "model", device: str = "auto", dtype: str = "auto") -> "TextLLM":
+    def load(cls, name: str, field: str = "model", device: str = "auto", precision: str = "auto") -> "TextLLM":
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
-        from captioners.vlm import pick_device, pick_dtype
-
         path = resolve_model(ModelRef(field=field, name=name, kind="transformers"))
-        dev = pick_device(device)
+        dev = resolve_device(device)
         config = AutoConfig.from_pretrained(path)
         auto = AutoModelForImageTextToText if hasattr(config, "vision_config") else AutoModelForCausalLM
-        model = auto.from_pretrained(path, dtype=pick_dtype(dtype, dev), attn_implementation="sdpa").to(dev).eval()
+        model = auto.from_pretrained(path, dtype=resolve_dtype(precision, dev), attn_implementation="sdpa").to(dev).eval()
         log.info("loaded LLM %s on %s%s", name, dev, " [untrained]" if is_untrained(path) else "")
         return cls(model, AutoTokenizer.from_pretrained(path), name, is_untrained(path), dev)
 
@@ -65,9 +59,7 @@ class TextLLM:
     def _generate(self, inputs, **kw) -> list[list[int]]:
         out = self.model.generate(**inputs, do_sample=False, temperature=None, top_p=None, top_k=None,
                                   pad_token_id=self.pad_id, **kw)
-        rows = out[:, inputs["input_ids"].shape[1]:].tolist()
-        eos = set(self.eos_ids)
-        return [row[: next((j for j, t in enumerate(row) if t in eos), len(row))] for row in rows]
+        return [cut_at_eos(row, self.eos_ids, keep_eos=False) for row in out[:, inputs["input_ids"].shape[1]:].tolist()]
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], max_new_tokens: int, repetition_penalty: float = 1.0,

@@ -178,11 +178,3 @@ def dsg_metrics(counts: list[DSGCounts]) -> dict[str, float | int | None]:
         "dsg_video_s": bad_sentences / sentences if sentences else None,
     }
 
-
-def match_category(text: str) -> str | None:
-    """The taxonomy name an LLM answer names (first whole-word match), or None."""
-    low = text.strip().lower()
-    for name in sorted(CATEGORY_NAMES, key=len, reverse=True):
-        if re.search(rf"\b{re.escape(name)}\b", low):
-            return name
-    return None

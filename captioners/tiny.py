@@ -22,8 +22,6 @@ import logging
 import os
 from pathlib import Path
 
-import engine._torchvision_shim  # noqa: F401 - before transformers
-
 log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",

@@ -13,12 +13,11 @@ import logging
 import math
 from dataclasses import dataclass
 
-import engine._torchvision_shim  # noqa: F401 - before transformers
-
 import numpy as np
 import torch
 
-from engine.models import is_untrained, resolve_model
+from captioners.tokens import cut_at_eos, stop_tokens
+from engine.models import is_untrained, resolve_device, resolve_dtype, resolve_model
 from engine.stage import ModelRef
 
 log = logging.getLogger(__name__)
@@ -34,18 +33,6 @@ class ClipFrames:
 
     frames: np.ndarray  # uint8 [T, H, W, 3], RGB, display orientation, already at ``VLM.frame_size``
     seconds_per_frame: float  # time between consecutive sampled frames
-
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":  # bf16 autocast on CPU is far slower than fp32 here (ENVIRONMENT.md section 5)
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
 
 
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
@@ -74,15 +61,15 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
 class VLM:
     """A loaded vision-language model with the two questions vde asks it."""
 
-    def __init__(self, name: str, field: str = "model", device: str = "auto", dtype: str = "auto",
+    def __init__(self, name: str, field: str = "model", device: str = "auto", precision: str = "auto",
                  engine: str = "auto", cuda_graphs: bool = True, compile: bool = False):
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
         self.name = name
         self.path = resolve_model(ModelRef(field=field, name=name, kind="transformers"))
         self.untrained = is_untrained(self.path)
-        self.device = pick_device(device)
-        self.dtype = pick_dtype(dtype, self.device)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(precision, self.device)
         config = AutoConfig.from_pretrained(self.path)
         self.family = config.model_type
         self.processor = AutoProcessor.from_pretrained(self.path)
@@ -99,10 +86,7 @@ class VLM:
             vp = getattr(self.processor, "video_processor", None) or self.processor.image_processor
             self.fast = FastQwenVL(self.model, self.family, mean=tuple(vp.image_mean), std=tuple(vp.image_std),
                                    cuda_graphs=cuda_graphs, compile=compile and self.device.type == "cuda")
-        gen = self.model.generation_config
-        eos = gen.eos_token_id if gen.eos_token_id is not None else self.tokenizer.eos_token_id
-        self.eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
-        self.pad_id = gen.pad_token_id if gen.pad_token_id is not None else (self.tokenizer.pad_token_id or 0)
+        self.eos_ids, self.pad_id = stop_tokens(self.model, self.tokenizer)
         self.yes_ids = _first_tokens(self.tokenizer, YES_WORDS)
         self.no_ids = [i for i in _first_tokens(self.tokenizer, NO_WORDS) if i not in self.yes_ids]
         log.info("loaded VLM %s (%s, %s, %s, engine %s)%s", name, self.family, self.device, self.dtype,
@@ -156,7 +140,7 @@ class VLM:
                                     **self._video_kwargs()).to(self.device)
             out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                       repetition_penalty=repetition_penalty, pad_token_id=self.pad_id)
-            rows = [_until_eos(r, self.eos_ids) for r in out[:, inputs["input_ids"].shape[1]:].tolist()]
+            rows = [cut_at_eos(r, self.eos_ids) for r in out[:, inputs["input_ids"].shape[1]:].tolist()]
         return self._decode(rows), [len(r) for r in rows]
 
     def _video_kwargs(self) -> dict:
@@ -197,13 +181,6 @@ def _metadata(clip: ClipFrames) -> dict:
     n = len(clip.frames)
     fps = 1.0 / clip.seconds_per_frame if clip.seconds_per_frame > 0 else 1.0
     return {"fps": fps, "total_num_frames": n, "frames_indices": list(range(n))}
-
-
-def _until_eos(row: list[int], eos_ids: list[int]) -> list[int]:
-    for j, t in enumerate(row):
-        if t in eos_ids:
-            return row[: j + 1]
-    return row
 
 
 def _first_tokens(tokenizer, words: tuple[str, ...]) -> list[int]:

@@ -12,3 +12,5 @@ Modules: ``data`` (pyarrow/numpy aggregation, the threshold-key convention), ``c
 (preview strips), ``render`` (the page), ``report`` (``build_report``), ``cli``, ``synthetic`` (a generated
 run with known counts, for tests and the benchmark).
 """
+
+import _vde_torchvision  # noqa: F401 - torchvision importable on CPU torch, for whatever imports it next

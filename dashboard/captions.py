@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from html import escape
 
+from dashboard.charts import esc as _e
 from dashboard.charts import fmt, hbar_svg
 from dashboard.data import pretty
 
@@ -28,9 +28,6 @@ TILES = (  # key, label; lower is better for the two DSG-Video rates (STIV App. 
 RATES = ("dsg_video_i", "dsg_video_s")
 EXAMPLES = 8
 
-
-def _e(value) -> str:
-    return escape(str(value), quote=True)
 
 
 def _value(key: str, value) -> str:

@@ -17,6 +17,11 @@ W, H = 400, 210  # histogram viewBox; the SVG scales to its card's width
 ML, MR, MT, MB = 40, 12, 24, 30  # margins: room for the y labels, the threshold labels, the x labels
 
 
+def esc(value) -> str:
+    """``value`` as text safe inside HTML and attribute values."""
+    return escape(str(value), quote=True)
+
+
 def fmt(value: float | int | None, digits: int = 3) -> str:
     """Short human number: 1234567 -> 1.23M, 0.012345 -> 0.0123, 12 -> 12."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):

@@ -5,16 +5,17 @@ embeddings) and one of ``manifest/videos``; every count, histogram and category 
 or numpy operation, so a 1M-clip manifest aggregates in seconds. The gallery is a seeded sample of row
 indices, so re-running the report gives the same page.
 
-Threshold convention (how a pipeline key becomes a line on a histogram): every stage's config in
-``run.json`` is scanned for keys ``min_X`` / ``max_X`` with a numeric value (and for nested
-``X: {min: .., max: ..}``). A stage class may declare ``threshold_columns: ClassVar[dict[str, str]]``
-(config key -> column), which wins. Otherwise ``X`` maps to the first clip column that exists among ``X``,
-``X_min`` for ``min_X`` / ``X_max`` for ``max_X`` (``max_text_area`` -> ``text_area_max``), ``X_score``,
-``X_mean``, the other of ``X_min``/``X_max``, ``clip_X``, then any column that starts with ``X_``
-(alphabetically first); ``clip_s`` and ``duration_s`` mean ``clip_duration_s``, ``side`` the short side.
-Lines from a stage that writes ``keep`` (or is named ``*filter*``) shade the side it drops; other stages'
-limits are plain lines. ``max_X: 0`` means "no limit" and draws nothing. Keys that match no column are listed
-in the run section.
+Threshold lines: a stage that declares its thresholds in ``run.json`` (``declarations``: the filter's
+``key -> {column, op}`` from the scorers' declarations) is drawn on exactly the column it tests. For other
+stages' keys (and runs recorded before declarations) a convention: every stage's config is scanned for keys
+``min_X`` / ``max_X`` with a numeric value (and for nested ``X: {min: .., max: ..}``); a stage class may
+declare ``threshold_columns: ClassVar[dict[str, str]]`` (config key -> column), which wins. Otherwise ``X``
+maps to the first clip column that exists among ``X``, ``X_min`` for ``min_X`` / ``X_max`` for ``max_X``,
+``X_score``, ``X_mean``, the other of ``X_min``/``X_max``, ``clip_X``, then any column that starts with
+``X_`` (alphabetically first); ``clip_s`` and ``duration_s`` mean ``clip_duration_s``, ``side`` the short
+side; ``max_X: 0`` there means "no limit" and draws nothing. Lines from a stage that writes ``keep`` (or is
+named ``*filter*``) shade the side it drops; other stages' limits are plain lines. Keys that match no column
+are listed in the run section.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 # Columns the engine itself writes (ingest, probe, split, write_clips): metadata, never "scores". Every
 # other numeric clip column (whatever the scorers add) gets a histogram.
 ENGINE_COLUMNS = frozenset({
-    "uri", "video_id", "bytes", "status", "error", "duration_s", "fps", "nominal_fps", "frames", "width", "height",
+    "uri", "video_id", "bytes", "status", "error", "error_stage", "error_kind", "error_cause", "duration_s", "fps", "nominal_fps", "frames", "width", "height",
     "display_width", "display_height", "rotation", "sar", "codec", "pix_fmt", "container_start_s", "vfr",
     "has_alpha", "video_streams", "audio_streams", "frames_decoded", "scene_cuts", "gradual_transitions",
     "decode_warning", "clip_id", "start_frame", "end_frame", "start_s", "end_s", "clip_frames", "clip_duration_s",
@@ -50,13 +51,14 @@ ENGINE_COLUMNS = frozenset({
 SCORE_ORDER = ("motion", "aesthetic", "text_area", "clarity", "consistency")
 # Numeric columns scorers add that are bookkeeping or geometry, not quality: no histogram. Numeric columns of the
 # caption stages (caption_*, category_*, dsg_*) are charted with the captions, not with the scores.
-NOT_SCORES = frozenset({"crop_x", "crop_y", "crop_w", "crop_h", "score_frames", "caption_frames"})
+NOT_SCORES = frozenset({"crop_x", "crop_y", "crop_w", "crop_h", "score_frames", "caption_frames", "duplicate_cosine"})
 CAPTION_PREFIXES = ("caption_", "category_", "dsg_")
 # Clip columns the report reads besides the scores (absent ones are skipped).
-META_COLUMNS = ("clip_id", "video_id", "uri", "status", "error", "start_frame", "end_frame", "start_s", "end_s",
+META_COLUMNS = ("clip_id", "video_id", "uri", "status", "error", "error_stage", "error_cause", "start_frame", "end_frame", "start_s", "end_s",
                 "clip_frames", "clip_duration_s", "fps", "display_width", "display_height", "width", "height",
-                "codec", "clip_uri", "keep", "drop_reason", "caption", "category")
-VIDEO_COLUMNS = ("uri", "video_id", "status", "error", "duration_s", "fps", "codec", "clips_in_video", "bytes")
+                "codec", "clip_uri", "keep", "drop_reason", "duplicate_of", "caption", "category", "camera_move")
+VIDEO_COLUMNS = ("uri", "video_id", "status", "error", "error_stage", "error_cause", "duration_s", "fps", "codec",
+                 "clips_in_video", "bytes")
 THRESHOLD_ALIASES = {"clip_s": "clip_duration_s", "duration_s": "clip_duration_s", "clip_duration": "clip_duration_s",
                      "side": "short_side", "short_side": "short_side"}
 VIRTUAL_COLUMNS = ("short_side",)  # computed by the report (min of display width and height)
@@ -210,8 +212,10 @@ def thresholds(run: dict | None, columns: list[str]) -> tuple[list[Threshold], l
     """Threshold lines from every stage's config (see the module docstring for the key convention)."""
     found: list[Threshold] = []
     unmatched: list[dict] = []
-    for stage in (run or {}).get("pipeline", {}).get("stages", []):
+    recorded = (run or {}).get("declarations") or {}
+    for index, stage in enumerate((run or {}).get("pipeline", {}).get("stages", [])):
         stage_name = str(stage.get("stage", "?"))
+        rules = (recorded.get(str(index)) or {}).get("thresholds") or {}
         items: list[tuple[str, str, Any, str]] = []
         for key, value in stage.items():
             m = re.fullmatch(r"(min|max)_(.+)", str(key))
@@ -226,9 +230,12 @@ def thresholds(run: dict | None, columns: list[str]) -> tuple[list[Threshold], l
         for op, name, value, key in items:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 continue
-            if op == "max" and value == 0:  # the house convention: 0 disables a limit
+            if key in rules:  # the stage said which column the rule tests: no guessing
+                column = rules[key]["column"] if rules[key]["column"] in columns else None
+            elif op == "max" and value == 0:  # the house convention: 0 disables a limit
                 continue
-            column = declared.get(key) if declared.get(key) in columns else _resolve(name, op, columns)
+            else:
+                column = declared.get(key) if declared.get(key) in columns else _resolve(name, op, columns)
             if column is None:
                 unmatched.append({"stage": stage_name, "key": key, "value": value})
                 continue
@@ -322,6 +329,8 @@ def drop_reasons(reasons: pa.ChunkedArray, dropped: np.ndarray) -> list[dict]:
     col = pc.cast(col, pa.string())
     split = pc.split_pattern(pc.fill_null(col, ""), ";")
     flat = pc.utf8_trim_whitespace(pc.list_flatten(split))
+    # dedup names the kept clip in each reason: one bar for all of them
+    flat = pc.replace_substring_regex(flat, r"^duplicate of \S+ \(cosine [0-9.]+\)$", "duplicate (dedup)")
     if pc.count_distinct(flat).as_py() > MAX_REASONS:
         flat = pc.replace_substring_regex(flat, NUMBER.pattern, "#")
     lengths = pc.list_value_length(split).to_numpy(zero_copy_only=False)
@@ -338,7 +347,7 @@ def drop_reasons(reasons: pa.ChunkedArray, dropped: np.ndarray) -> list[dict]:
 
 
 def errors(table: pa.Table) -> list[dict]:
-    """Error rows grouped by cause, with the files: ``stage: uri: cause`` is how run_stage words them."""
+    """Error rows grouped by cause (the ``error_stage`` / ``error_cause`` columns), with the files."""
     if table is None or "status" not in table.column_names:
         return []
     bad = table.filter(pc.equal(table.column("status"), "error"))
@@ -346,10 +355,9 @@ def errors(table: pa.Table) -> list[dict]:
     def col(name: str) -> list:
         return bad.column(name).to_pylist() if name in bad.column_names else [None] * bad.num_rows
 
-    for uri, message, clip_id in zip(col("uri"), col("error"), col("clip_id")):
-        message = message or "(no message)"
-        parts = message.split(": ", 2)
-        stage, cause = (parts[0], parts[2]) if len(parts) == 3 else ("", message)
+    for uri, message, clip_id, stage, cause in zip(col("uri"), col("error"), col("clip_id"), col("error_stage"),
+                                                   col("error_cause")):
+        stage, cause = stage or "", cause or message or "(no message)"
         key = NUMBER.sub("#", cause.split(" (")[0])  # "failed at frame 17" and "... 33" are one cause
         group = groups.setdefault(key, {"cause": key, "stage": stage, "count": 0, "files": []})
         group["count"] += 1
@@ -446,7 +454,14 @@ def collect(output: str, gallery: int = 96, seed: int = 0) -> ReportData:
     if clip_errors_n:
         funnel.append({"key": "clips_ok", "label": "Clips scored", "count": int(ok.sum()),
                        "note": f"{clip_errors_n:,} failed"})
-    if has_keep:
+    duplicates = ok & pc.is_valid(clips.column("duplicate_of")).to_numpy(zero_copy_only=False) \
+        if "duplicate_of" in cols and n else np.zeros(n, bool)
+    if has_keep and duplicates.any():  # the dedup stage: clips that passed every threshold, then the unique ones
+        funnel.append({"key": "passed_filters", "label": "Passed filters", "count": int((kept | duplicates).sum()),
+                       "note": f"{int((dropped & ~duplicates).sum()):,} dropped"})
+        funnel.append({"key": "kept", "label": "Kept", "count": int(kept.sum()),
+                       "note": f"{int(duplicates.sum()):,} duplicates removed"})
+    elif has_keep:
         funnel.append({"key": "kept", "label": "Kept", "count": int(kept.sum()),
                        "note": f"{int(dropped.sum()):,} dropped"})
     shard_list = (extras["shards"] or {}).get("shards")
@@ -539,6 +554,8 @@ def collect(output: str, gallery: int = 96, seed: int = 0) -> ReportData:
             words = np.where(pc.utf8_length(stripped).to_numpy(zero_copy_only=False) == 0, 0, words)  # "" -> [""]
             caption_hist = histogram("caption_words", "Caption length (words)", words.astype(np.float64),
                                      has & ok, kept, [], True)
+    if "camera_move" in cols and n:  # the score stage's camera class (filters/scorers/camera.py)
+        bar_charts["camera_move"] = bars("Camera move", pc.filter(clips.column("camera_move"), pa.array(ok)), kept[ok])
     if "category" in cols and n:
         bar_charts["category"] = bars("Category", pc.filter(clips.column("category"), pa.array(ok)), kept[ok], top=20)
     counts = (extras["categories"] or {}).get("counts")

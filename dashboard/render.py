@@ -6,19 +6,16 @@ from __future__ import annotations
 import json
 import os
 from datetime import datetime
-from html import escape
 
 from dashboard import assets
 from dashboard.captions import dsg_html, taxonomy_html
 from dashboard.charts import bars_svg, fmt, hbar_svg, histogram_svg, legend
+from dashboard.charts import esc as _e
 from dashboard.data import Bars, Histogram, ReportData, pretty
 
 CSP = ("default-src 'none'; img-src data:; media-src 'self' file:; style-src 'unsafe-inline'; "
        "script-src 'unsafe-inline'")
 
-
-def _e(value) -> str:
-    return escape(str(value), quote=True)
 
 
 def _stats(h: Histogram) -> str:
@@ -230,7 +227,8 @@ def page(d: ReportData, thumbs: list[dict], report_dir: str | None = None) -> st
     name = (d.run or {}).get("pipeline", {}).get("name", "run")
     errors_n = sum(g["count"] for g in d.video_errors) + sum(g["count"] for g in d.clip_errors)
     clip_cards = "".join(hist_card(h, "per clip") for h in d.clip_hists)
-    clip_cards += "".join(bars_card(d.bars[k], "per clip") for k in ("resolution", "orientation", "fps") if k in d.bars)
+    clip_cards += "".join(bars_card(d.bars[k], "per clip") for k in ("resolution", "orientation", "fps", "camera_move")
+                          if k in d.bars)
     video_cards = "".join(hist_card(h, "per decoded source video", kept_label="videos") for h in d.video_hists)
     if "codec" in d.bars:
         video_cards += bars_card(d.bars["codec"], "per decoded source video", unit="videos")

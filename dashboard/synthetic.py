@@ -8,15 +8,15 @@ clips then point into them at valid frame ranges.
 
 from __future__ import annotations
 
-import io
 import json
 from collections import Counter
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from engine.io import join, output_fs, write_atomic
+from engine.manifest import Manifest
+from engine.stage import error_fields
 
 FILTER = {"stage": "filter", "min_motion": 0.3, "min_aesthetic": 4.5, "max_text_area": 0.05, "min_clarity": 0.4,
           "min_consistency": 0.7}
@@ -29,20 +29,20 @@ RULES = (  # (column, op, threshold key, reason text); column names as filters/s
 )
 CATEGORIES = ("people", "nature", "city", "animals", "vehicles", "sports", "food", "indoor")
 CATEGORY_P = (0.26, 0.18, 0.15, 0.12, 0.1, 0.08, 0.06, 0.05)
-VIDEO_ERRORS = ("probe: {uri}: cannot open the file (Invalid data found when processing input)",
-                "probe: {uri}: no video stream", "split: {uri}: no decodable frame")
-CLIP_ERROR = "score: {uri}: decoding failed at frame {frame}"
+VIDEO_ERRORS = (("probe", "cannot open the file (Invalid data found when processing input)"),
+                ("probe", "no video stream"), ("split", "no decodable frame"))
+CLIP_ERROR = ("score", "decoding failed at frame {frame}")
+
+
+def _error_columns(errors: list[tuple[str, str, str] | None]) -> dict[str, pa.Array]:
+    """The error columns as run_stage writes them, from (stage, uri, cause) or None per row."""
+    fields = [error_fields(*e) if e else {} for e in errors]
+    return {name: pa.array([f.get(name) for f in fields], pa.string())
+            for name in ("error", "error_stage", "error_kind", "error_cause")}
 SIZES = ((1920, 1080), (1280, 720), (720, 1280), (1080, 1080), (640, 360), (3840, 2160))
 FPS = (24.0, 25.0, 30.0, 29.97, 60.0)
 WORDS = ("a", "the", "slowly", "bright", "red", "small", "walks", "across", "street", "camera", "pans", "over",
          "green", "field", "while", "light", "changes", "people", "talk", "near", "window", "dog", "runs")
-
-
-def _write(fs, root: str, name: str, table: pa.Table, rows_per_file: int = 500_000) -> None:
-    for index, start in enumerate(range(0, max(table.num_rows, 1), rows_per_file)):
-        buffer = io.BytesIO()
-        pq.write_table(table.slice(start, rows_per_file), buffer, compression="zstd")
-        write_atomic(fs, join(root, "manifest", name, f"part-{index:05d}.parquet"), buffer.getvalue())
 
 
 def write_synthetic_run(output: str, clips: int = 2000, seed: int = 0, sources: list[dict] | None = None,
@@ -101,7 +101,7 @@ def write_synthetic_run(output: str, clips: int = 2000, seed: int = 0, sources: 
     keep = np.where(ok, ~dropped, None)
     names = np.array([r[3] for r in RULES], dtype=object)
     reason = [("; ".join(names[f]) if d else None) for f, d in zip(fails, dropped)]
-    error = np.where(ok, None, [CLIP_ERROR.format(uri=u, frame=s) for u, s in zip(uri, start)])
+    error = [None if good else (CLIP_ERROR[0], u, CLIP_ERROR[1].format(frame=s)) for good, u, s in zip(ok, uri, start)]
     kept = ok & ~dropped
     # the caption stages skip dropped clips (skips_dropped): only kept clips get a caption and a category
     category = np.where(kept, np.array(CATEGORIES, dtype=object)[rng.choice(len(CATEGORIES), n, p=CATEGORY_P)], None)
@@ -111,7 +111,7 @@ def write_synthetic_run(output: str, clips: int = 2000, seed: int = 0, sources: 
         if captions else None
     table = {
         "uri": pa.array(uri, pa.string()), "video_id": pa.array(vid[owner]), "status": pa.array(status),
-        "error": pa.array(error, pa.string()), "duration_s": pa.array(end / fps + 5.0),
+        **_error_columns(error), "duration_s": pa.array(end / fps + 5.0),
         "fps": pa.array(fps), "width": pa.array(w, pa.int32()), "height": pa.array(h, pa.int32()),
         "display_width": pa.array(w, pa.int32()), "display_height": pa.array(h, pa.int32()),
         "codec": pa.array(np.full(n, "h264")), "clip_id": pa.array(clip_id), "start_frame": pa.array(start),
@@ -129,14 +129,15 @@ def write_synthetic_run(output: str, clips: int = 2000, seed: int = 0, sources: 
         table["category"] = pa.array(category, pa.string())
         dsg = _dsg_columns(rng, kept, lengths)
         table.update({k: pa.array(v, pa.int32()) for k, v in dsg.items()})
-    _write(fs, root, "clips", pa.table(table))
+    manifest = Manifest(output)
+    manifest.write_table("clips", pa.table(table))
     clip_counts = np.bincount(owner, minlength=n_videos)
     v_uri = [f"/data/videos/v{i:06d}.mp4" for i in range(n_videos)]
-    v_err = [VIDEO_ERRORS[i % len(VIDEO_ERRORS)].format(uri=u) if b else None
+    v_err = [(VIDEO_ERRORS[i % len(VIDEO_ERRORS)][0], u, VIDEO_ERRORS[i % len(VIDEO_ERRORS)][1]) if b else None
              for i, (u, b) in enumerate(zip(v_uri, bad))]
-    _write(fs, root, "videos", pa.table({
+    manifest.write_table("videos", pa.table({
         "uri": pa.array(v_uri), "video_id": pa.array(vid), "status": pa.array(np.where(bad, "error", "ok")),
-        "error": pa.array(v_err, pa.string()),
+        **_error_columns(v_err),
         "duration_s": pa.array(np.where(bad, np.nan, rng.uniform(5, 120, n_videos))),
         "fps": pa.array(np.full(n_videos, 30.0)), "codec": pa.array(np.where(bad, None, "h264"), pa.string()),
         "clips_in_video": pa.array(np.where(bad, 0, clip_counts).astype(np.int32)),

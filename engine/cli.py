@@ -1,10 +1,16 @@
-"""The ``vde`` command line."""
+"""The ``vde`` command line.
+
+A user's mistake (a bad pipeline file, an input that does not exist, a missing model or optional package)
+ends in one message and exit status 2; anything else in one line naming the exception, exit status 1. The
+traceback is shown only with ``--log-level DEBUG``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
+import traceback
 import os
 import sys
 from pathlib import Path
@@ -16,7 +22,8 @@ from rich.table import Table
 log = logging.getLogger("vde")
 console = Console(stderr=True)
 
-DEMO_OUTPUT = "vde-demo"
+DEMO_OUTPUT = "vde-demo"  # relative to where vde runs; ignored by git in a checkout (.gitignore)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Packages that add their own subcommands (``register(subparsers)``), imported only if present.
 SUBCOMMAND_MODULES = ("stiv.cli", "shards.cli", "dashboard.cli")
 
@@ -66,22 +73,46 @@ def _load_pipeline(name: str):
     try:
         return load_pipeline(name)
     except PipelineError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)  # commands stay whole
         return None
 
 
+def _fail(message: str) -> None:
+    """A user-facing error: one red line, unwrapped, with no markup read into file names or errno brackets."""
+    from rich.text import Text
+
+    console.print(Text(message, style="red"), soft_wrap=True)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from engine.errors import require_protocol
     from engine.run import run_pipeline
 
+    for uri in (args.input, args.output):
+        require_protocol(uri)
     pipeline = _load_pipeline(args.pipeline)
     if pipeline is None:
         return 2
+    from engine.lock import STORAGE_ERRNOS, OutputError, guard_output, storage_message
+    from engine.stage import EnvironmentFault
+
     executor = _executor(args)
     try:
-        summary = run_pipeline(pipeline, args.input, args.output, executor, on_error=args.on_error)
-    except FileNotFoundError as exc:
-        console.print(f"[red]{exc}[/red]")
+        with guard_output(args.output):
+            summary = run_pipeline(pipeline, args.input, args.output, executor, on_error=args.on_error)
+    except (FileNotFoundError, OutputError) as exc:
+        _fail(str(exc))
         return 2
+    except OSError as exc:  # storage failing mid-run (disk full, remounted read-only): say so, no traceback
+        if exc.errno not in STORAGE_ERRNOS:
+            raise
+        _fail(storage_message(args.output, exc))
+        return 2
+    except EnvironmentFault as exc:
+        console.print(f"[red]The run stopped: {exc}. This is a fault of the machine or the output storage, not of "
+                      f"the videos; work not finished was not recorded as done. Fix it and rerun the same command: "
+                      f"finished work is kept and the rest is redone.[/red]")
+        return 3
     finally:
         if hasattr(executor, "shutdown"):
             executor.shutdown()
@@ -90,14 +121,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.lock import OutputError, guard_output
     from engine.samples import write_demo_videos
 
     out = Path(args.output)
-    write_demo_videos(out / "sample_videos")
-    log.info("demo sample: %s", out / "sample_videos")
-    args.pipeline = args.pipeline or "demo"
-    args.input = str(out / "sample_videos")
-    status = cmd_run(args)
+    try:
+        with guard_output(args.output):  # held across the sample writing and the run inside
+            write_demo_videos(out / "sample_videos")
+            log.info("demo sample: %s", out / "sample_videos")
+            args.pipeline = args.pipeline or "demo"
+            args.input = str(out / "sample_videos")
+            status = cmd_run(args)
+    except OutputError as exc:
+        _fail(str(exc))
+        return 2
     if status == 0 and not args.no_report:
         try:
             from dashboard.report import build_report
@@ -120,8 +157,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     table = Table(title=f"{args.output} — pipeline '{run['pipeline']['name']}' ({run['executor']})")
     table.add_column("what")
     table.add_column("count", justify="right")
-    for key in ("videos", "videos_ok", "videos_error", "skipped", "clips", "kept"):
-        table.add_row(key, str(s[key]))
+    for key in ("videos", "videos_ok", "videos_error", "skipped", "clips", "clips_error", "kept"):
+        if key in s:
+            table.add_row(key, str(s[key]))
     console.print(table)
     timing = Table(title="per-stage time (summed over workers)")
     timing.add_column("stage")
@@ -129,15 +167,23 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for stage, seconds in s["stage_seconds"].items():
         timing.add_row(stage, f"{seconds:.2f}")
     console.print(timing)
-    videos = manifest.read("videos")
-    errors = [(u, e) for u, st, e in zip(videos.column("uri").to_pylist(), videos.column("status").to_pylist(),
-                                          videos.column("error").to_pylist()) if st == "error"]
-    if errors:
-        err = Table(title=f"errors ({len(errors)})")
+    rows = []
+    for name in ("videos", "clips"):
+        try:
+            table = manifest.read(name)
+        except (FileNotFoundError, ValueError):  # no clips at all
+            continue
+        if table.num_rows and "error_cause" in table.column_names:
+            columns = ["uri", "status", "error_stage", "error_cause"] + (["clip_id"] if "clip_id" in table.column_names else [])
+            rows += [r for r in table.select(columns).to_pylist() if r["status"] == "error"]
+    if rows:
+        err = Table(title=f"errors ({len(rows)})")
         err.add_column("file")
+        err.add_column("clip")
+        err.add_column("stage")
         err.add_column("cause")
-        for uri, message in errors:
-            err.add_row(Path(uri).name, message.split(": ", 2)[-1] if message else "")
+        for row in rows:
+            err.add_row(Path(row["uri"]).name, row.get("clip_id") or "", row["error_stage"] or "", row["error_cause"] or "")
         console.print(err)
     return 0
 
@@ -150,30 +196,91 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stages(args: argparse.Namespace) -> int:
+    from engine.registry import known_stages
+    from engine.stage_docs import describe
+
+    names = list(known_stages())
+    if args.name and args.name not in names:
+        from engine.errors import UserError
+        from engine.pipeline import _suggest
+
+        raise UserError(f"unknown stage '{args.name}'{_suggest(args.name, names)} (stages: {', '.join(names)})")
+    out = Console(soft_wrap=True, highlight=False)
+    for name in [args.name] if args.name else names:
+        doc = describe(name)
+        if not args.name:  # the overview: one line per stage
+            out.print(f"[bold]{name:<12}[/bold] {doc.summary}")
+            continue
+        out.print(f"[bold]{name}[/bold]: {doc.summary}")
+        for what, columns in (("reads", doc.reads), ("writes", doc.adds)):
+            if columns:
+                out.print(f"{what}: " + ", ".join(columns), markup=False)
+        for key in doc.keys:
+            unit = f", in {key.unit}" if key.unit else ""
+            out.print(f"\n  [bold]{key.name}[/bold]: {key.type}, default {key.default}{unit}")
+            if key.meaning:
+                out.print(f"      {key.meaning}", markup=False)
+    if not args.name:
+        out.print("\n`vde stages NAME` lists every key of one stage: type, default, unit and meaning.")
+    return 0
+
+
 def _print_summary(summary) -> None:
     table = Table(title=f"vde run -> {summary.output}")
     table.add_column("videos", justify="right")
     table.add_column("ok", justify="right")
     table.add_column("errors", justify="right")
+    table.add_column("clip errors", justify="right")
     table.add_column("skipped (done before)", justify="right")
     table.add_column("clips", justify="right")
     table.add_column("kept", justify="right")
     table.add_column("seconds", justify="right")
-    table.add_row(*(str(v) for v in (summary.videos, summary.videos_ok, summary.videos_error, summary.skipped,
-                                      summary.clips, summary.kept)), f"{summary.seconds:.1f}")
+    table.add_row(*(str(v) for v in (summary.videos, summary.videos_ok, summary.videos_error, summary.clips_error,
+                                      summary.skipped, summary.clips, summary.kept)), f"{summary.seconds:.1f}")
     console.print(table)
     if summary.errors_by_cause:
         causes = Table(title="errors by cause")
         causes.add_column("cause")
-        causes.add_column("videos", justify="right")
+        causes.add_column("videos + clips", justify="right")
         for cause, count in summary.errors_by_cause.items():
             causes.add_row(cause, str(count))
         console.print(causes)
 
 
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("vde")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default where there is one to show (not for flags that are off or options left unset)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+class _Subparsers(argparse._SubParsersAction):
+    """Every subcommand shows its defaults in --help, also those that plugins register."""
+
+    def add_parser(self, name, **kwargs):  # noqa: ANN001, ANN201 - argparse's own signature
+        kwargs.setdefault("formatter_class", _DefaultsHelp)
+        return super().add_parser(name, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vde", description="Video Data Engine: curate videos into training shards")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser = argparse.ArgumentParser(prog="vde", description="Video Data Engine: curate videos into training shards",
+                                     formatter_class=_DefaultsHelp)
+    parser.add_argument("--version", action="version", version=f"vde {_version()}")
+    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
+                        help="DEBUG also shows the traceback behind an error message")
+    parser.register("action", "parsers", _Subparsers)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a pipeline over videos")
@@ -184,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="run the demo pipeline on the bundled synthetic sample")
-    demo.add_argument("--output", default=DEMO_OUTPUT, help=f"output root (default ./{DEMO_OUTPUT})")
+    demo.add_argument("--output", default=DEMO_OUTPUT, help="output root")
     demo.add_argument("--pipeline", default=None, help="pipeline to use instead of the bundled demo.yaml")
     demo.add_argument("--no-report", action="store_true", help="skip the dashboard page at the end")
     _add_run_options(demo)
@@ -195,8 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.set_defaults(func=cmd_inspect)
 
     validate = sub.add_parser("validate", help="check a pipeline file without running it")
-    validate.add_argument("pipeline")
+    validate.add_argument("pipeline", help="a pipeline file, or the name of a bundled one")
     validate.set_defaults(func=cmd_validate)
+
+    stages = sub.add_parser("stages", help="list the stages; with NAME, every key of that stage")
+    stages.add_argument("name", nargs="?", default=None, help="a stage name (probe, split, ...)")
+    stages.set_defaults(func=cmd_stages)
 
     for name in SUBCOMMAND_MODULES:
         try:
@@ -211,7 +322,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.log_level)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/red]")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one message for the user; the traceback under DEBUG
+        return _report_error(exc, args.log_level == "DEBUG")
+
+
+def _report_error(exc: Exception, debug: bool) -> int:
+    from engine.errors import UserError
+    from engine.models import ModelNotFound
+    from engine.pipeline import PipelineError
+
+    if debug:
+        console.print(traceback.format_exc(), markup=False, highlight=False)
+    mistake = isinstance(exc, (UserError, PipelineError, ModelNotFound, FileNotFoundError, NotADirectoryError,
+                               IsADirectoryError, PermissionError))
+    text = str(exc).strip() or type(exc).__name__
+    if not mistake:
+        text = f"{type(exc).__name__}: {text.splitlines()[0]}"
+    hint = "" if debug else " (--log-level DEBUG shows the traceback)"
+    console.print("error: " + text + ("" if mistake else hint), style="red", markup=False, highlight=False,
+                  soft_wrap=True)
+    return 2 if mistake else 1
 
 
 if __name__ == "__main__":

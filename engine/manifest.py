@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.io import join, output_fs, write_atomic
-from engine.stage import CLIPS_IN_VIDEO, ERROR, TIMING_PREFIX
+from engine.stage import CLIPS_IN_VIDEO, ERROR, ERROR_COLUMNS, TIMING_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,10 @@ def _key(video_id: str, clip_id: str | None) -> str:
 
 
 class Manifest:
-    def __init__(self, output: str):
+    def __init__(self, output: str, parts: str = PARTS):
         self.output = output.rstrip("/")
         self.fs, self.root = output_fs(output)
+        self.parts = parts  # where this manifest's parts live (stages after a barrier keep their own)
 
     # -- parts ---------------------------------------------------------------------------------------------
     def write_part(self, table: pa.Table) -> str:
@@ -47,12 +48,12 @@ class Manifest:
         name = hashlib.sha1("\n".join(keys).encode()).hexdigest()[:20]
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="zstd")
-        path = join(self.root, PARTS, f"{name}.parquet")
+        path = join(self.root, self.parts, f"{name}.parquet")
         write_atomic(self.fs, path, buffer.getvalue())
         return path
 
     def part_paths(self) -> list[str]:
-        folder = join(self.root, PARTS)
+        folder = join(self.root, self.parts)
         if not self.fs.exists(folder):
             return []
         return sorted(p for p in self.fs.ls(folder, detail=False) if p.endswith(".parquet") and "/.tmp-" not in p)
@@ -87,11 +88,14 @@ class Manifest:
         return {vid for vid, n in expected.items() if len(seen[vid]) >= n}
 
     # -- final manifest ---------------------------------------------------------------------------------
-    def compact(self, video_columns: list[str]) -> tuple[pa.Table, pa.Table, dict[str, float]]:
-        """Write manifest/videos and manifest/clips from the parts; return them and the stage timings."""
+    def compact(self, video_columns: list[str], video_stages: tuple[str, ...] = (), write: bool = True
+                ) -> tuple[pa.Table, pa.Table, dict[str, float]]:
+        """Write manifest/videos and manifest/clips from the parts (unless ``write`` is false); return them and
+        the stage timings. ``video_stages`` ran before the splitter: their seconds are counted once per video,
+        not per clip."""
         table = self._read_parts()
         if table is None:
-            raise RuntimeError(f"no results under {self.output}/{PARTS}: nothing was processed")
+            raise RuntimeError(f"no results under {self.output}/{self.parts}: nothing was processed")
         complete = self.completed_videos()
         table = table.filter(pa.array([v in complete for v in table.column("video_id").to_pylist()]))
         keys = [_key(v, c) for v, c in zip(table.column("video_id").to_pylist(), table.column("clip_id").to_pylist())]
@@ -104,16 +108,18 @@ class Manifest:
         clip_rows = table.filter(pc.is_valid(table.column("clip_id")))
         video_rows = self._video_rows(table, [c for c in video_columns if c in table.column_names])
         timings = {}
+        one_per_video = table.take(sorted({v: i for i, v in enumerate(table.column("video_id").to_pylist())}.values()))
         for col in timing_cols:
             stage = col[len(TIMING_PREFIX):]
-            # video-level stages ran once per video; their time was copied onto each clip row by the splitter
-            source = video_rows if col in video_rows.column_names else clip_rows
-            timings[stage] = float(pc.sum(source.column(col)).as_py() or 0.0)
+            # a video-level stage's time per video was copied onto each of its clip rows by the splitter
+            source = one_per_video if stage in video_stages else table
+            timings[stage] = float(pc.sum(pc.fill_null(source.column(col), 0.0)).as_py() or 0.0)
         clips = clip_rows.drop_columns(timing_cols).sort_by([("video_id", "ascending"), ("start_frame", "ascending")])
         videos = video_rows.drop_columns([c for c in timing_cols if c in video_rows.column_names])
         videos = videos.sort_by([("video_id", "ascending")])
-        self._write_table("videos", videos)
-        self._write_table("clips", clips)
+        if write:
+            self.write_table("videos", videos)
+            self.write_table("clips", clips)
         return videos, clips, timings
 
     def add_clip_columns(self, clips: pa.Table, added: pa.Table) -> pa.Table:
@@ -126,8 +132,11 @@ class Manifest:
         for name in new:
             clips = clips.append_column(name, added.column(name).take(take))
         clips = clips.sort_by([("video_id", "ascending"), ("start_frame", "ascending")])
-        self._write_table("clips", clips)
+        self.write_table("clips", clips)
         return clips
+
+    def write_clips(self, clips: pa.Table) -> None:
+        self.write_table("clips", clips)
 
     def _video_rows(self, table: pa.Table, video_columns: list[str]) -> pa.Table:
         """One row per video: its metadata, its status (error if it produced an error before splitting) and
@@ -145,12 +154,15 @@ class Manifest:
         # A clip-level error (a scorer failing on one clip) is not the video's error.
         has_clips = pc.is_valid(table.take(sorted(chosen.values())).column("clip_id")) if "clip_id" in \
             table.column_names else pa.array([False] * rows.num_rows)
-        status = pc.if_else(has_clips, "ok", rows.column("status"))
-        error = pc.if_else(has_clips, pa.scalar(None, pa.string()), rows.column("error"))
-        rows = rows.set_column(rows.schema.get_field_index("status"), "status", status)
-        return rows.set_column(rows.schema.get_field_index("error"), "error", error)
+        for name in ERROR_COLUMNS:
+            if name in rows.column_names:
+                value = pa.scalar("ok" if name == "status" else None, pa.string())
+                rows = rows.set_column(rows.schema.get_field_index(name), name,
+                                       pc.if_else(has_clips, value, rows.column(name)))
+        return rows
 
-    def _write_table(self, name: str, table: pa.Table) -> None:
+    def write_table(self, name: str, table: pa.Table) -> None:
+        """``table`` as ``manifest/<name>/part-NNNNN.parquet`` (atomic writes; stale parts removed)."""
         folder = join(self.root, "manifest", name)
         old = [p for p in self.fs.ls(folder, detail=False)] if self.fs.exists(folder) else []
         written = []
@@ -167,7 +179,7 @@ class Manifest:
     # -- reading ----------------------------------------------------------------------------------------
     def read(self, name: str) -> pa.Table:
         folder = join(self.root, "manifest", name)
-        paths = sorted(p for p in self.fs.ls(folder, detail=False) if p.endswith(".parquet"))
+        paths = sorted(p for p in self.fs.ls(folder, detail=False) if p.endswith(".parquet") and "/.tmp-" not in p)
         tables = []
         for path in paths:
             with self.fs.open(path, "rb") as handle:
@@ -185,11 +197,16 @@ class Manifest:
         return self.fs.exists(join(self.root, relative))
 
 
-def error_causes(videos: pa.Table) -> dict[str, int]:
-    """Count errors by cause: the message with its stage and file name taken off."""
+def error_counts(tables: list[pa.Table], by: str = "cause") -> dict[str, int]:
+    """Error rows of ``tables`` counted by ``"stage: cause"`` (the cause without its detail in parentheses) or
+    by kind, most frequent first. Reads the error columns, never the message."""
     counts: dict[str, int] = defaultdict(int)
-    for status, error in zip(videos.column("status").to_pylist(), videos.column("error").to_pylist()):
-        if status == ERROR and error:
-            parts = error.split(": ", 2)
-            counts[parts[-1].split(" (")[0] if len(parts) == 3 else error] += 1
-    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+    for table in tables:
+        if table.num_rows == 0 or "error_cause" not in table.column_names:
+            continue
+        bad = table.filter(pc.fill_null(pc.equal(table.column("status"), ERROR), False))
+        for stage, kind, cause in zip(bad.column("error_stage").to_pylist(), bad.column("error_kind").to_pylist(),
+                                      bad.column("error_cause").to_pylist()):
+            key = (kind or "unknown") if by == "kind" else f"{stage}: {(cause or '').split(' (')[0]}"
+            counts[key] += 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

@@ -13,10 +13,11 @@ from importlib import metadata
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.io import fingerprint, list_inputs
-from engine.manifest import Manifest, error_causes
+from engine.barrier import run_segments
+from engine.io import VIDEO_EXTENSIONS, InputError, fingerprint, list_inputs, mark_duplicates
+from engine.manifest import Manifest, error_counts
 from engine.pipeline import Pipeline
-from engine.stage import BASE_COLUMNS, ERROR, OK, RunContext
+from engine.stage import BASE_COLUMNS, ERROR, OK, RunContext, describe, error_fields
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +30,15 @@ VERSIONED = ("vde", "ray", "av", "decord", "scenedetect-headless", "opencv-pytho
 class RunSummary:
     videos: int  # inputs seen
     videos_ok: int
-    videos_error: int
+    videos_error: int  # videos that failed before they were split (input faults)
+    clips_error: int  # clips that failed in a stage after the split
     skipped: int  # finished by an earlier run, not processed again
     clips: int
     kept: int
     seconds: float
     stage_seconds: dict[str, float] = field(default_factory=dict)
-    errors_by_cause: dict[str, int] = field(default_factory=dict)
+    errors_by_cause: dict[str, int] = field(default_factory=dict)  # "stage: cause" -> videos and clips
+    errors_by_kind: dict[str, int] = field(default_factory=dict)  # input / unexpected -> videos and clips
     output: str = ""
 
 
@@ -47,22 +50,15 @@ def ingest(uris: list[str], threads: int = 16) -> pa.Table:
     def one(uri: str) -> dict:
         try:
             vid, size = fingerprint(uri)
-            return {"uri": uri, "video_id": vid, "bytes": size, "status": OK, "error": None}
+            return {"uri": uri, "video_id": vid, "bytes": size, "status": OK}
         except Exception as exc:  # noqa: BLE001 - any unreadable input is data
             vid = "uri-" + hashlib.sha256(uri.encode()).hexdigest()[:12]
-            cause = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
-            return {"uri": uri, "video_id": vid, "bytes": None, "status": ERROR, "error": f"ingest: {uri}: {cause}"}
+            cause = (str(exc).splitlines()[0] or "unreadable") if isinstance(exc, InputError) else describe(exc)
+            return {"uri": uri, "video_id": vid, "bytes": None, **error_fields("ingest", uri, cause)}
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         rows = list(pool.map(one, uris))
-    seen, unique = set(), []
-    for row in rows:
-        if row["video_id"] in seen:
-            log.info("skipping %s: same content as an earlier input", row["uri"])
-            continue
-        seen.add(row["video_id"])
-        unique.append(row)
-    return pa.Table.from_pylist(unique, schema=pa.schema(BASE_COLUMNS))
+    return pa.Table.from_pylist(mark_duplicates(rows), schema=pa.schema(BASE_COLUMNS))
 
 
 def versions() -> dict[str, str]:
@@ -79,17 +75,22 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
     started = time.time()
     manifest = Manifest(output)
     uris = list_inputs(inputs)
+    if not uris:
+        from engine.errors import UserError
+
+        raise UserError(f"no videos in '{inputs}' (looked for {', '.join(VIDEO_EXTENSIONS[:4])}, ...); give a folder "
+                        "of videos, a glob, a .txt list of URIs or one video")
     videos = ingest(uris)
     done = manifest.completed_videos()
     todo = videos.filter(pa.array([v not in done for v in videos.column("video_id").to_pylist()]))
     log.info("%d inputs, %d already finished, %d to process", videos.num_rows, videos.num_rows - todo.num_rows,
              todo.num_rows)
     ctx = RunContext(output=output, on_error=on_error)
-    if todo.num_rows:
-        executor.run(pipeline, todo, ctx, manifest.write_part)
-    video_table, clips, stage_seconds = manifest.compact(pipeline.video_columns())
+    split_at = pipeline.fan_out_index
+    video_stages = tuple(s.name for s in pipeline.stages[:split_at]) if split_at is not None else ()
+    video_table, clips, stage_seconds = run_segments(pipeline, todo, ctx, executor, manifest, video_stages)
     for stage in pipeline.stages:
-        if stage.finalizes:
+        if stage.finalizes and not stage.barrier:  # a barrier's finalize ran between the stages
             begun = time.perf_counter()
             added = stage.finalize(ctx, clips)
             stage_seconds[f"{stage.name} (finalize)"] = time.perf_counter() - begun
@@ -101,11 +102,14 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
         kept_mask = pc.and_(kept_mask, pc.fill_null(clips.column("keep"), True))
     kept = int(pc.sum(pc.fill_null(kept_mask, False).cast(pa.int64())).as_py() or 0)
     n_error = int(pc.sum(pc.equal(video_table.column("status"), ERROR).cast(pa.int64())).as_py() or 0)
+    n_clip_error = int(pc.sum(pc.equal(clips.column("status"), ERROR).cast(pa.int64())).as_py() or 0) \
+        if clips.num_rows else 0
     summary = RunSummary(
         videos=video_table.num_rows, videos_ok=video_table.num_rows - n_error, videos_error=n_error,
-        skipped=videos.num_rows - todo.num_rows, clips=clips.num_rows, kept=kept,
-        seconds=time.time() - started, stage_seconds=stage_seconds, errors_by_cause=error_causes(video_table),
-        output=output,
+        clips_error=n_clip_error, skipped=videos.num_rows - todo.num_rows, clips=clips.num_rows, kept=kept,
+        seconds=time.time() - started, stage_seconds=stage_seconds,
+        errors_by_cause=error_counts([video_table, clips], "cause"),
+        errors_by_kind=error_counts([video_table, clips], "kind"), output=output,
     )
     _write_run_file(manifest, pipeline, inputs, executor, summary, started)
     return summary
@@ -122,6 +126,8 @@ def _write_run_file(manifest: Manifest, pipeline: Pipeline, inputs: str, executo
     manifest.write_json(RUN_FILE, {
         "pipeline": {"name": pipeline.name, "source": pipeline.source, "text": pipeline.text,
                      "stages": [{"stage": s.name, **s.config()} for s in pipeline.stages]},
+        # what stages declare about their columns and thresholds (the dashboard reads its threshold lines here)
+        "declarations": {str(i): s.declares() for i, s in enumerate(pipeline.stages) if hasattr(s, "declares")},
         "inputs": inputs,
         "executor": executor.name,
         "started": datetime.fromtimestamp(started, timezone.utc).isoformat(),

@@ -2,14 +2,17 @@
 
 A stage never imports Ray. ``engine.executors`` maps stages onto Ray Data (or runs them in-process), and
 ``run_stage`` below is the one place that wraps a stage call for both: it hides rows that already failed,
-turns a crash on bad input into error rows, conforms the output to the declared column types and records
-how long the stage took.
+turns a crash on bad input into error rows (``error_fields`` writes the error columns), stops the work unit
+with ``EnvironmentFault`` when the machine rather than the input failed, conforms the output to the declared
+column types and records how long the stage took.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -32,8 +35,16 @@ BASE_COLUMNS: dict[str, pa.DataType] = {
     "video_id": pa.string(),
     "bytes": pa.int64(),
     "status": pa.string(),
-    "error": pa.string(),
+    "error": pa.string(),  # human text, made from the three columns below by ``error_fields``
+    "error_stage": pa.string(),  # the stage that failed on the row ("ingest" before the first stage)
+    "error_kind": pa.string(),  # INPUT_FAULT or UNEXPECTED
+    "error_cause": pa.string(),  # why, without the stage or the file
 }
+ERROR_COLUMNS = ("status", "error", "error_stage", "error_kind", "error_cause")
+INPUT_FAULT = "input"  # the video or clip itself is the problem: the same input fails the same way again
+UNEXPECTED = "unexpected"  # any other exception recorded under on_error=record (likely a bug): a rerun retries it
+# Errors of the machine, not of the video: they stop the work unit instead of becoming error rows.
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENOMEM, errno.EMFILE, errno.ENFILE})
 # Written by the fan-out stage on every row: how many clips its video produced (0 for videos without any).
 # The manifest writer uses it to know when a video is complete, which is what makes resume exact.
 CLIPS_IN_VIDEO = "clips_in_video"
@@ -56,6 +67,7 @@ class ModelRef:
     field: str  # the stage field that names it, for error messages
     name: str  # hub id or local directory
     kind: str  # "transformers" | "diffusers" | "open_clip" | "file"
+    source: str = ""  # where to get it, when that is not the hub (said in the message when it is missing)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -74,6 +86,18 @@ class StageError(Exception):
     """
 
 
+class EnvironmentFault(Exception):
+    """The machine failed, not the input: output storage full, read-only or not writable, out of memory.
+
+    Raised by ``run_stage`` instead of writing error rows, so the work unit is never recorded as done and a
+    rerun (after the storage is fixed) redoes it.
+    """
+
+    def __init__(self, stage: str, cause: str):
+        self.stage, self.cause = stage, cause
+        super().__init__(f"{stage}: {cause}")
+
+
 @dataclass(kw_only=True)
 class Stage:
     """Base of every stage. Subclasses are ``@dataclass(kw_only=True)``; their fields are the pipeline
@@ -84,6 +108,9 @@ class Stage:
     adds: ClassVar[dict[str, pa.DataType]] = {}  # columns this stage writes, with their types
     fan_out: ClassVar[bool] = False  # one input row becomes zero or more output rows (the splitter)
     skips_dropped: ClassVar[bool] = False  # rows with keep == False pass through untouched (costly stages)
+    # A barrier's finalize runs on the driver once every video has passed the stages before it, and its
+    # columns join the clips before the stages after it run (engine/barrier.py), e.g. dedup before caption.
+    barrier: ClassVar[bool] = False
 
     resources: Resources = field(default_factory=Resources)  # per-worker resources for the Ray executor
     batch_size: int = 8  # rows per process_batch call
@@ -149,17 +176,74 @@ def conform(table: pa.Table, schema: dict[str, pa.DataType]) -> pa.Table:
     return pa.Table.from_arrays(columns, names=names)
 
 
-def error_rows(rows: pa.Table, stage: str, cause: str) -> pa.Table:
-    """Mark rows as failed with a message naming the stage, the file and the cause."""
-    uris = rows.column("uri").to_pylist()
-    messages = [f"{stage}: {uri}: {cause}" for uri in uris]
-    rows = rows.set_column(rows.schema.get_field_index("status"), "status", pa.array([ERROR] * len(uris)))
-    return rows.set_column(rows.schema.get_field_index("error"), "error", pa.array(messages, pa.string()))
+def error_text(stage: str, uri: str | None, cause: str, clip_id: str | None = None) -> str:
+    """The human error message: ``stage: file: [clip ID: ]cause``. Made from the columns, never parsed back."""
+    clip = f"clip {clip_id}: " if clip_id else ""
+    return f"{stage}: {uri}: {clip}{cause}"
 
 
-def _describe(exc: BaseException) -> str:
+def error_fields(stage: str, uri: str | None, cause: str, kind: str = INPUT_FAULT,
+                 clip_id: str | None = None) -> dict[str, str]:
+    """The one place error columns are written: status, the structured columns and the text made from them."""
+    return {"status": ERROR, "error": error_text(stage, uri, cause, clip_id), "error_stage": stage,
+            "error_kind": kind, "error_cause": cause}
+
+
+def mark_error(row: dict, stage: str, cause: str, kind: str = INPUT_FAULT) -> dict:
+    """``row`` (a dict) as an error row of ``stage``."""
+    return {**row, **error_fields(stage, row.get("uri"), cause, kind, row.get("clip_id"))}
+
+
+def error_rows(rows: pa.Table, stage: str, cause: str, kind: str = INPUT_FAULT) -> pa.Table:
+    """Mark every row of ``rows`` as failed in ``stage`` with ``cause``."""
+    clip_ids = rows.column("clip_id").to_pylist() if "clip_id" in rows.column_names else [None] * rows.num_rows
+    fields = [error_fields(stage, uri, cause, kind, cid) for uri, cid in zip(rows.column("uri").to_pylist(), clip_ids)]
+    for name in ERROR_COLUMNS:
+        column = pa.array([f[name] for f in fields], pa.string())
+        if name in rows.column_names:
+            rows = rows.set_column(rows.schema.get_field_index(name), name, column)
+        else:
+            rows = rows.append_column(name, column)
+    return rows
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# Local output roots of the runs in this process: an OSError on a file under one of them is the output's fault.
+_OUTPUT_ROOTS: set[str] = set()
+
+
+def register_output(output: str) -> None:
+    if "://" not in output or output.startswith("file://"):
+        _OUTPUT_ROOTS.add(os.path.abspath(output.removeprefix("file://")).rstrip("/") + "/")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
+def environment_fault(exc: BaseException) -> str | None:
+    """The cause if ``exc`` (or an exception it was raised from) is a fault of the machine rather than of the
+    input: no space, read-only or quota on any disk, out of memory (host or CUDA), or any OS error on a
+    file under the run's own output (not writable, not a directory, ...). None for input faults."""
+    for e in _chain(exc):
+        if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+            return describe(e)
+        if isinstance(e, OSError):
+            if e.errno in ENVIRONMENT_ERRNOS:
+                return describe(e)
+            names = [os.path.abspath(str(n)) for n in (e.filename, e.filename2) if n]
+            if any((n + "/").startswith(root) for n in names for root in _OUTPUT_ROOTS):
+                return describe(e)
+    return None
 
 
 def run_stage(stage: Stage, batch: pa.Table, ctx: RunContext, schema: dict[str, pa.DataType]) -> pa.Table:
@@ -170,6 +254,7 @@ def run_stage(stage: Stage, batch: pa.Table, ctx: RunContext, schema: dict[str, 
     down; rows that still raise become error rows unless ``ctx.on_error == "raise"``.
     ``schema`` is the full column schema after this stage.
     """
+    register_output(ctx.output)
     todo_mask = pc.equal(batch.column("status"), OK)
     if not stage.fan_out and "clip_id" in batch.column_names:  # a video without clips has nothing to score
         todo_mask = pc.and_(todo_mask, pc.is_valid(batch.column("clip_id")))
@@ -208,7 +293,9 @@ def map_rows(batch: pa.Table, stage: str, fn: Callable[[dict], dict | list[dict]
         try:
             result = fn(row)
         except StageError as exc:
-            return [{**row, "status": ERROR, "error": f"{stage}: {row.get('uri')}: {exc}"}]
+            if environment_fault(exc):  # e.g. a disk filling up while a stage read: not this row's fault
+                raise
+            return [mark_error(row, stage, str(exc))]
         return result if isinstance(result, list) else [result]
 
     rows = batch.to_pylist()
@@ -230,12 +317,17 @@ def _call(stage: Stage, todo: pa.Table, ctx: RunContext, schema: dict[str, pa.Da
     try:
         return stage.process_batch(todo)
     except Exception as exc:  # noqa: BLE001 - isolate bad rows below; bugs re-raise under on_error=raise
+        fault = environment_fault(exc)
+        if fault:
+            raise EnvironmentFault(stage.name, fault) from exc
         if ctx.on_error == "raise" and not isinstance(exc, StageError):
             raise
         if todo.num_rows == 1:
-            log.warning("%s failed on %s: %s", stage.name, todo.column("uri")[0], _describe(exc))
+            kind = INPUT_FAULT if isinstance(exc, StageError) else UNEXPECTED
+            cause = str(exc) if isinstance(exc, StageError) else describe(exc)
+            log.warning("%s failed on %s: %s", stage.name, todo.column("uri")[0], cause)
             log.debug("%s", traceback.format_exc())
-            return error_rows(todo, stage.name, _describe(exc))
+            return error_rows(todo, stage.name, cause, kind)
     pieces = [conform(_call(stage, todo.slice(i, 1), ctx, schema), schema) for i in range(todo.num_rows)]
     return pa.concat_tables(pieces, promote_options="permissive")
 

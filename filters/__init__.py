@@ -7,12 +7,17 @@ orientation, black borders) and threshold filtering that annotates before it dro
   from the same embeddings; the model stage (an actor pool; give it GPUs in the pipeline file).
 - ``filter`` (filters/filter.py): thresholds from the pipeline file; ``keep`` + ``drop_reason`` on every
   row, and ``manifest/funnel.json`` after the run.
+- ``dedup`` (filters/dedup.py): exact and near-duplicate clips by CLIP embedding (k-means + cosine within
+  clusters); a barrier stage, so the stages after it never see the duplicates.
 """
+
+import _vde_torchvision  # noqa: F401 - torchvision importable on CPU torch, for whatever imports it next
 
 STAGES = {
     "score": "filters.score:Score",
     "clip_score": "filters.clip_score:ClipScore",
     "filter": "filters.filter:Filter",
+    "dedup": "filters.dedup:Dedup",
 }
 
 # `tiny:NAME` models for tests and the offline demo (engine/tiny.py builds them on first use).

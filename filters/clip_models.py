@@ -9,7 +9,7 @@ it on a machine without PyAV or Ray.
 - ``ARCH:/path.pt``   an architecture and a local checkpoint file (an open_clip or OpenAI state dict);
 - a local directory   holding ``open_clip_config.json`` (``model_cfg`` + ``preprocess_cfg``) and
                       ``open_clip_model.safetensors`` / ``open_clip_pytorch_model.bin``, i.e. what
-                      ``huggingface-cli download <repo> --local-dir DIR`` gives for an open_clip hub repo;
+                      ``hf download <repo> --local-dir DIR`` gives for an open_clip hub repo;
 - ``org/repo``        such a hub repo, found in the local hub cache (or downloaded where allowed).
 
 The aesthetic head is the LAION improved-aesthetic-predictor MLP (github.com/christophschuhmann/
@@ -23,8 +23,6 @@ centre crop), so only uint8 pixels cross to the device, where they are normalise
 """
 
 from __future__ import annotations
-
-import engine._torchvision_shim  # noqa: F401 - before open_clip imports torchvision
 
 import logging
 import os
@@ -40,13 +38,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.models import is_untrained, resolve_model
+from engine.models import is_untrained, resolve_device, resolve_dtype, resolve_model, resolve_precision
 from engine.stage import ModelRef
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CLIP = "ViT-L-14:openai"  # the embeddings the LAION aesthetic head was trained on
 DEFAULT_HEAD = "sac+logos+ava1-l14-linearMSE.pth"  # LAION improved-aesthetic-predictor, provided by the user
+HEAD_SOURCE = ("https://github.com/christophschuhmann/improved-aesthetic-predictor (the file "
+               "sac+logos+ava1-l14-linearMSE.pth; the head fits ViT-L-14:openai embeddings)")
 NAN = float("nan")
 
 
@@ -163,12 +163,6 @@ def load_aesthetic_head(path: str) -> tuple[nn.Module, int]:
     return head.eval().requires_grad_(False), linears[0].in_features
 
 
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The embedder
 
@@ -180,7 +174,7 @@ class ClipEmbedder:
     clip_model: str = DEFAULT_CLIP
     aesthetic_head: str = DEFAULT_HEAD  # "" = no aesthetic scores
     device: str = "auto"
-    precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU (bf16 matmuls are slow on most CPUs)
+    precision: str = "auto"  # engine.models.resolve_dtype: auto = bf16 on a GPU, fp32 on a CPU
     quick_gelu: bool | None = None
     compile: bool = False  # torch.compile the tower (fixed batch shapes: partial batches are padded)
     image_batch: int = 256
@@ -190,10 +184,9 @@ class ClipEmbedder:
     untrained: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
-        self.torch_device = pick_device(self.device)
-        cuda = self.torch_device.type == "cuda"
-        self.dtype_name = self.precision if self.precision != "auto" else ("bf16" if cuda else "fp32")
-        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.dtype_name]
+        self.torch_device = resolve_device(self.device)
+        self.dtype_name = resolve_precision(self.precision, self.torch_device)
+        self.dtype = resolve_dtype(self.dtype_name, self.torch_device)
         self.visual, cfg, self.untrained = load_clip_visual(self.clip_model, self.torch_device, self.dtype_name,
                                                             self.quick_gelu)
         size = cfg.get("size", 224)

@@ -5,14 +5,14 @@ Frames: ``frames`` indices spread evenly over ``[start_frame, end_frame)`` (firs
 middle too when ``frames`` is odd), decoded straight at the model's input scale. Aesthetics use the
 first, middle and last of them (``aesthetic_frames: all`` uses every one) and are reduced by mean and
 min; consistency is the cosine similarity of adjacent sampled frames (mean and min), from the same
-embeddings. Under Ray this stage is an actor pool (it has a ``setup``); give it GPUs in the pipeline file:
-``resources: {cpus: 4, gpus: 1}``.
+embeddings. Each clip's mean embedding (re-normalised, fp16) and a hash of its decoded frames go to
+``<out>/embeddings`` (filters/embeddings.py) for the ``dedup`` stage. Under Ray this stage is an actor
+pool (it has a ``setup``); give it GPUs in the pipeline file: ``resources: {cpus: 4, gpus: 1}``.
 """
 
 from __future__ import annotations
 
-import engine._torchvision_shim  # noqa: F401 - before open_clip imports torchvision
-
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -20,28 +20,27 @@ from typing import ClassVar, Literal
 import numpy as np
 import pyarrow as pa
 
-from engine.stage import ModelRef, RunContext, Stage, StageError, map_rows
+from engine.models import ModelStage
+from engine.stage import ModelRef, RunContext, StageError, map_rows
 from engine.video import clip_frame_indices
 from engine.tiny import resolve_name
-from filters import clip_models
+from filters import clip_models, embeddings
 from filters.frames import group_by_video, read_video_clips
+from filters.scorers.aesthetic import DECLARATIONS
 
 log = logging.getLogger(__name__)
 NAN = float("nan")
 
 
 @dataclass(kw_only=True)
-class ClipScore(Stage):
+class ClipScore(ModelStage):
     """Aesthetic score (CLIP ViT-L/14 + LAION head) and temporal consistency of every clip."""
 
     name: ClassVar[str] = "clip_score"
     reads: ClassVar[tuple[str, ...]] = ("uri", "clip_id", "start_frame", "end_frame", "display_width",
                                         "display_height")
-    adds: ClassVar[dict[str, pa.DataType]] = {
-        "aesthetic_mean": pa.float64(),  # LAION aesthetic score (about 1-10), mean over the aesthetic frames
-        "aesthetic_min": pa.float64(),
-        "consistency_mean": pa.float64(),  # cosine similarity of adjacent sampled frames' CLIP embeddings
-        "consistency_min": pa.float64(),  # the least similar adjacent pair: a jump inside the clip
+    adds: ClassVar[dict[str, pa.DataType]] = {  # the scores' units and meaning: filters/scorers/aesthetic.py
+        **{name: column.type for d in DECLARATIONS for name, column in d.columns.items()},
         "clip_frames_scored": pa.int32(),
         "clip_embedding": pa.list_(pa.float32()),  # mean normalised embedding (only with store_embedding)
         "clip_untrained": pa.bool_(),  # True when the tower or the head is a random-weight test model
@@ -54,12 +53,11 @@ class ClipScore(Stage):
     quick_gelu: bool | None = None  # force QuickGELU; null = what the tag or the checkpoint's config says
     frames: int = 5  # frames per clip; odd, so the middle frame is among them
     aesthetic_frames: Literal["first_middle_last", "all"] = "first_middle_last"  # which sampled frames get a score
-    device: str = "auto"  # auto = cuda when available, else cpu
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto = bf16 on cuda, fp32 on cpu
     image_batch: int = 256  # images per forward pass of the tower
     compile: bool = False  # torch.compile the tower (worth it on GPUs for long runs)
     decode_threads: int = 4  # videos decoded at once while the tower runs
-    store_embedding: bool = False  # keep each clip's mean embedding in the manifest (for dedup downstream)
+    store_embedding: bool = False  # also keep each clip's mean embedding in the manifest (a list column)
+    write_embeddings: bool = True  # write <out>/embeddings/*.parquet (one fp16 vector per clip; dedup reads it)
     backend: Literal["auto", "decord", "pyav"] = "auto"  # frame reader (engine.video.open_video)
     batch_size: int = 64  # clips per call: several image batches, so decode and the device overlap
 
@@ -68,15 +66,19 @@ class ClipScore(Stage):
         head = resolve_name(self.aesthetic_head) if self.aesthetic_head else ""
         return resolve_name(self.clip_model), head
 
+    def declares(self) -> dict:
+        """What ``run.json`` records: the declarations of the scores this stage writes."""
+        return {"scorers": [d.as_json() for d in DECLARATIONS]}
+
     def models(self) -> list[ModelRef]:
         clip, head = self._names()
         refs = [clip_models.clip_model_ref("clip_model", clip)]
         if head:
-            refs.append(ModelRef(field="aesthetic_head", name=head, kind="file"))
+            refs.append(ModelRef(field="aesthetic_head", name=head, kind="file", source=clip_models.HEAD_SOURCE))
         return refs
 
     def check(self) -> list[str]:
-        problems = []
+        problems = super().check()
         try:
             clip_models.parse_clip_name(self._names()[0])
         except ValueError as exc:
@@ -85,11 +87,10 @@ class ClipScore(Stage):
             problems.append(f"'frames' must be >= 1, got {self.frames}")
         if self.image_batch < 1 or self.decode_threads < 1:
             problems.append("'image_batch' and 'decode_threads' must be >= 1")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            problems.append(f"'device' must be auto, cpu or cuda[:N], got '{self.device}'")
         return problems
 
     def setup(self, ctx: RunContext) -> None:
+        self.output = ctx.output
         clip, head = self._names()
         self.embedder = clip_models.ClipEmbedder(
             clip_model=clip, aesthetic_head=head, device=self.device,
@@ -124,9 +125,9 @@ class ClipScore(Stage):
         rows = batch.to_pylist()
         groups = [[rows[i] for i in members] for members in group_by_video(rows).values()]
         results = {}
-        for clip, embeddings in clip_models.embed_stream(groups, self._decode, self.embedder,
+        for clip, frame_embeddings in clip_models.embed_stream(groups, self._decode, self.embedder,
                                                          threads=self.decode_threads):
-            results[clip.key] = (clip, embeddings)
+            results[clip.key] = (clip, frame_embeddings)
         # One pass of the head over the whole batch rather than a small device call per clip.
         scored = [(k, e) for k, (_, e) in results.items() if e is not None]
         if scored:
@@ -135,8 +136,25 @@ class ClipScore(Stage):
             aesthetic = dict(zip([k for k, _ in scored], np.split(flat, splits)))
         else:
             aesthetic = {}
+        if self.write_embeddings:
+            self._write_embeddings(results)
         return map_rows(batch, self.name, lambda row: self._score(row, *results[row["clip_id"]],
                                                                   aesthetic.get(row["clip_id"])))
+
+    def _write_embeddings(self, results: dict) -> None:
+        """One file per batch: the mean of each clip's frame embeddings and the hash of its frames."""
+        done = sorted(k for k, (_, e) in results.items() if e is not None)
+        if not done:
+            return
+        means = np.stack([results[k][1].mean(axis=0) for k in done])
+        hashes = [hashlib.sha1(np.ascontiguousarray(results[k][0].frames).tobytes()).hexdigest()
+                  if results[k][0].frames is not None else None for k in done]
+        embeddings.write_batch(self.output, embeddings.to_table(done, means, self.clip_model, hashes))
+
+    def finalize(self, ctx: RunContext, clips: pa.Table) -> pa.Table | None:
+        if self.write_embeddings:  # <out>/embeddings: one row per clip of the final manifest
+            embeddings.compact(ctx.output, clips.column("clip_id").to_pylist() if clips.num_rows else [])
+        return None
 
     def _score(self, row: dict, clip: clip_models.Decoded, embeddings: np.ndarray | None,
                aesthetic: np.ndarray | None) -> dict:

@@ -1,8 +1,9 @@
 """Threshold filtering that annotates before it drops: every clip keeps its row, with ``keep`` and a
 ``drop_reason`` naming each failed rule, its value and its threshold, so the funnel can be audited.
 
-Each threshold is a field of the stage (the pipeline file's keys); null turns a rule off. A clip whose
-value is missing (NaN: e.g. no motion for a 1-frame clip) fails that rule unless ``missing: keep``.
+Each threshold a scorer declares (filters/scorers/) is a field of the stage (the pipeline file's keys),
+tested in the declarations' order (cheap technical properties first, content scores after); null turns a
+rule off. A clip whose value is missing (NaN: e.g. no motion for a 1-frame clip) fails that rule unless ``missing: keep``.
 Several filter stages may follow each other: a clip dropped earlier stays dropped and its reasons add up.
 After the run, ``finalize`` writes ``<out>/manifest/funnel.json``: per rule, how many clips fail it
 alone and how many each rule removes in order (the funnel).
@@ -10,6 +11,7 @@ alone and how many each rule removes in order (the funnel).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -19,6 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.stage import OK, RunContext, Stage
+from filters.scorer import Threshold, with_fields
+from filters.scorers import declarations
 
 log = logging.getLogger(__name__)
 
@@ -27,73 +31,53 @@ log = logging.getLogger(__name__)
 class Rule:
     field: str  # the stage field holding the threshold
     column: str  # the manifest column it tests
-    op: str  # ">=" (a minimum), "<=" (a maximum) or "==" (a category)
+    op: str  # ">=" (a minimum), "<=" (a maximum), "==" (a category) or "in" (one of several categories)
 
 
-# In funnel order: cheap technical properties first, then content scores.
-RULES: tuple[Rule, ...] = (
-    Rule("min_duration_s", "clip_duration_s", ">="),
-    Rule("max_duration_s", "clip_duration_s", "<="),
-    Rule("min_fps", "fps", ">="),
-    Rule("max_fps", "fps", "<="),
-    Rule("min_width", "display_width", ">="),
-    Rule("min_height", "display_height", ">="),
-    Rule("orientation", "orientation", "=="),
-    Rule("max_border_frac", "border_frac", "<="),
-    Rule("min_motion", "motion_score", ">="),
-    Rule("max_motion", "motion_score", "<="),
-    Rule("max_camera_motion", "camera_motion", "<="),
-    Rule("min_clarity", "clarity", ">="),
-    Rule("max_text_area", "text_area_max", "<="),
-    Rule("max_text_boxes", "text_boxes", "<="),
-    Rule("min_aesthetic", "aesthetic_mean", ">="),  # the column follows `aesthetic_reduce`
-    Rule("min_consistency", "consistency_min", ">="),  # the column follows `consistency_reduce`
-)
+def _thresholds() -> dict[str, Threshold]:
+    """Every scorer's thresholds, in funnel order."""
+    return {key: t for d in declarations() for key, t in d.thresholds.items()}
+
+
+def _fields() -> dict[str, tuple[Any, Any]]:
+    """The filter's keys: every declared threshold (off by default) and option."""
+    out: dict[str, tuple[Any, Any]] = {}
+    for d in declarations():
+        out.update({key: (t.type, t.default) for key, t in d.thresholds.items()})
+        out.update({key: (o.type, o.default) for key, o in d.options.items()})
+    return out
+
+
+THRESHOLDS = _thresholds()
 FUNNEL_FILE = "manifest/funnel.json"
 
 
 @dataclass(kw_only=True)
+@with_fields(_fields())
 class Filter(Stage):
-    """Mark clips that fail any threshold: ``keep = False`` and every failed rule in ``drop_reason``."""
+    """Mark clips that fail any threshold: ``keep = False`` and every failed rule in ``drop_reason``. Its
+    threshold keys come from the scorers' declarations (filters/scorers/)."""
 
     name: ClassVar[str] = "filter"
     adds: ClassVar[dict[str, pa.DataType]] = {"keep": pa.bool_(), "drop_reason": pa.string()}
+    signed_keys: ClassVar[tuple[str, ...]] = ("min_consistency",)  # a cosine similarity: -1..1
 
-    min_duration_s: float | None = None  # clip length in seconds (split already enforces its own minimum)
-    max_duration_s: float | None = None
-    min_fps: float | None = None  # average frame rate of the video
-    max_fps: float | None = None
-    min_width: int | None = None  # displayed width (rotation and SAR applied)
-    min_height: int | None = None  # displayed height
-    orientation: Literal["any", "landscape", "portrait", "square"] = "any"  # any = rule off
-    max_border_frac: float | None = None  # black-bar share of the frame (0..1)
-    min_motion: float | None = None  # mean optical flow, px/frame at 320 px width; ~0.05 static, > 3 fast pan
-    max_motion: float | None = None
-    max_camera_motion: float | None = None  # |median flow|, px/frame at 320 px width
-    min_clarity: float | None = None  # Laplacian variance at 640 px long side
-    max_text_area: float | None = None  # largest per-frame text-box area fraction (0..1)
-    max_text_boxes: int | None = None  # most text boxes in one frame
-    min_aesthetic: float | None = None  # LAION aesthetic score (about 1-10)
-    aesthetic_reduce: Literal["mean", "min"] = "mean"  # which frame reduction min_aesthetic tests
-    min_consistency: float | None = None  # CLIP cosine similarity of adjacent sampled frames (0..1)
-    consistency_reduce: Literal["mean", "min"] = "min"  # min: one jump inside the clip is enough to drop it
     missing: Literal["drop", "keep"] = "drop"  # what a missing (NaN/null) value does to its rule
     batch_size: int = 1024
 
     # -- configuration -----------------------------------------------------------------------------------
+    def rules(self) -> list[Rule]:
+        """Every rule with its column resolved from this stage's options, in funnel order."""
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return [Rule(key, t.column.format(**options), t.op) for key, t in THRESHOLDS.items()]
+
     def active_rules(self) -> list[Rule]:
-        rules = []
-        for rule in RULES:
-            value = getattr(self, rule.field)
-            if value is None or (rule.field == "orientation" and value == "any"):
-                continue
-            column = rule.column
-            if rule.field == "min_aesthetic":
-                column = f"aesthetic_{self.aesthetic_reduce}"
-            elif rule.field == "min_consistency":
-                column = f"consistency_{self.consistency_reduce}"
-            rules.append(Rule(rule.field, column, rule.op))
-        return rules
+        """The rules that are on: a threshold is set (not None, not its 'off' value)."""
+        return [r for r in self.rules() if getattr(self, r.field) not in (None, THRESHOLDS[r.field].off)]
+
+    def declares(self) -> dict:
+        """What ``run.json`` records: each threshold key with the column it tests and how."""
+        return {"thresholds": {r.field: {"column": r.column, "op": r.op} for r in self.rules()}}
 
     @property
     def reads(self) -> tuple[str, ...]:  # type: ignore[override] - depends on which thresholds are set
@@ -102,16 +86,23 @@ class Filter(Stage):
 
     def check(self) -> list[str]:
         problems = []
-        for low, high in (("min_duration_s", "max_duration_s"), ("min_fps", "max_fps"), ("min_motion", "max_motion")):
-            lo, hi = getattr(self, low), getattr(self, high)
-            if lo is not None and hi is not None and lo > hi:
+        by_column: dict[str, dict[str, tuple[str, Any]]] = {}
+        for rule in self.active_rules():
+            by_column.setdefault(rule.column, {})[rule.op] = (rule.field, getattr(self, rule.field))
+        for ops in by_column.values():
+            if ">=" in ops and "<=" in ops and ops[">="][1] > ops["<="][1]:
+                (low, lo), (high, hi) = ops[">="], ops["<="]
                 problems.append(f"'{low}' ({lo}) is above '{high}' ({hi}): no clip could pass")
-        for name in ("max_border_frac", "max_text_area"):
-            value = getattr(self, name)
-            if value is not None and not 0 <= value <= 1:
-                problems.append(f"'{name}' is a fraction of the frame: give a value within 0..1, got {value}")
-        if self.min_consistency is not None and not -1 <= self.min_consistency <= 1:
-            problems.append(f"'min_consistency' is a cosine similarity within -1..1, got {self.min_consistency}")
+        for rule in self.active_rules():
+            value, declared = getattr(self, rule.field), THRESHOLDS[rule.field]
+            if declared.bounds and not declared.bounds[0] <= value <= declared.bounds[1]:
+                lo, hi = declared.bounds
+                problems.append(f"'{rule.field}' ({declared.help}) must be within {lo:g}..{hi:g}, got {value}")
+            if rule.op == "in":
+                unknown = [v for v in value if v not in declared.choices]
+                if unknown:
+                    problems.append(f"'{rule.field}' has unknown value(s) {unknown}; "
+                                    f"choose from {', '.join(declared.choices)}")
         return problems
 
     # -- filtering ---------------------------------------------------------------------------------------
@@ -141,6 +132,8 @@ class Filter(Stage):
             return f"{rule.column} {_fmt(value)} > {rule.field} {_fmt(threshold)}"
         if rule.op == "==" and value != threshold:
             return f"{rule.column} {value} != {rule.field} {threshold}"
+        if rule.op == "in" and value not in threshold:
+            return f"{rule.column} {value} not in {rule.field} [{', '.join(threshold)}]"
         return None
 
     # -- the funnel --------------------------------------------------------------------------------------
@@ -164,6 +157,12 @@ class Filter(Stage):
             alive = [i for i in alive if i not in failing]
             steps.append({"rule": rule.field, "column": rule.column, "threshold": getattr(self, rule.field),
                           "fail": fails[rule.field], "removed": before - len(alive), "remaining": len(alive)})
+        if "duplicate_of" in ok.column_names:  # the dedup stage, after the thresholds (filters/dedup.py)
+            duplicates = {i for i, d in enumerate(ok.column("duplicate_of").to_pylist()) if d is not None}
+            before = len(alive)
+            alive = [i for i in alive if i not in duplicates]
+            steps.append({"rule": "dedup", "column": "duplicate_of", "threshold": None, "fail": len(duplicates),
+                          "removed": before - len(alive), "remaining": len(alive)})
         kept = int(pc.sum(pc.fill_null(ok.column("keep"), True).cast(pa.int64())).as_py() or 0) \
             if "keep" in ok.column_names and ok.num_rows else ok.num_rows
         return {"clips": clips.num_rows, "clips_ok": ok.num_rows, "clips_error": clips.num_rows - ok.num_rows,

@@ -5,8 +5,6 @@ untrained marker next to them makes every score they produce say so (``clip_untr
 
 from __future__ import annotations
 
-import engine._torchvision_shim  # noqa: F401 - before open_clip imports torchvision
-
 import json
 from pathlib import Path
 

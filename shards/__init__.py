@@ -1,6 +1,8 @@
 """Latent shards (issue 5): frame sampling + crop with micro-conditions, VAE and CLIP text encoding, webdataset
 shards per bucket with an index, ``vde verify``, and the streaming training reader (``shards.reader``)."""
 
+import _vde_torchvision  # noqa: F401 - torchvision importable on CPU torch, for whatever imports it next
+
 STAGES = {
     "encode": "shards.encode:Encode",
     "shard": "shards.writer:Shard",

@@ -27,8 +27,8 @@ import numpy as np
 import pyarrow as pa
 
 from engine.io import join, local_copy, output_fs, write_atomic
-from engine.models import is_untrained, resolve_model
-from engine.stage import ERROR, ModelRef, Resources, RunContext, Stage, StageError
+from engine.models import ModelStage, is_untrained, resolve_model
+from engine.stage import ModelRef, Resources, RunContext, StageError, mark_error
 from shards.sampling import MICRO_CONDITIONS, SamplePlan, SkipClip, apply_crop, parse_buckets, plan_sample
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def content_sha256(arrays: dict[str, np.ndarray]) -> str:
 
 
 @dataclass(kw_only=True)
-class Encode(Stage):
+class Encode(ModelStage):
     """Sample, crop and VAE-encode each clip's frames; embed its caption; record the micro-conditions."""
 
     name: ClassVar[str] = "encode"
@@ -95,9 +95,7 @@ class Encode(Stage):
     max_tokens: int = 77  # caption tokens kept, BOS and EOS included (CLIP: 77)
     save_logvar: bool = False  # also store the posterior log-variance (latent_logvar)
     save_jpg: bool = False  # also store the first sampled frame (cropped) as jpg
-    jpg_quality: int = 90
-    device: str = "auto"  # auto: cuda if available, else cpu
-    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"  # compute dtype on a GPU (a CPU uses float32)
+    jpg_quality: int = 90  # JPEG quality of the saved first frame (1..100)
     # torch.compile the image VAE (GPU: 1.8-2.1x eager; max-autotune compiles for minutes, once per bucket shape)
     compile: Literal["none", "default", "max-autotune-no-cudagraphs"] = "none"
     frames_per_batch: int = 64  # VAE batch in frames, whole clips (H200 bf16: 64 at 256², 16 at 512²)
@@ -112,7 +110,7 @@ class Encode(Stage):
                 ModelRef(field="text_encoder", name=resolve_name(self.text_encoder), kind="transformers")]
 
     def check(self) -> list[str]:
-        problems = []
+        problems = super().check()
         try:
             parse_buckets(self.buckets, max(1, self.num_frames))
         except ValueError as exc:
@@ -138,10 +136,10 @@ class Encode(Stage):
         self.fs, self.root = output_fs(ctx.output)
         self._buckets = parse_buckets(self.buckets, self.num_frames)
         self._vae = LatentVAE(vae_path, name=self.vae, subfolder=self.vae_subfolder, device=self.device,
-                              dtype=self.dtype, compile=self.compile, keep_logvar=self.save_logvar,
+                              precision=self.precision, compile=self.compile, keep_logvar=self.save_logvar,
                               untrained=is_untrained(vae_path))
         self._text = TextEncoder(text_path, name=self.text_encoder, subfolder=self.text_subfolder,
-                                 device=self.device, dtype=self.dtype, max_tokens=self.max_tokens,
+                                 device=self.device, precision=self.precision, max_tokens=self.max_tokens,
                                  untrained=is_untrained(text_path))
         for b in self._buckets:
             problem = self._vae.check_shape(b.frames, b.height, b.width)
@@ -185,7 +183,7 @@ class Encode(Stage):
                 if result.error is not None:
                     if not isinstance(result.error, StageError):
                         raise result.error  # a bug, not bad input: run_stage decides (retry alone / re-raise)
-                    out[i] = {**row, "status": ERROR, "error": f"{self.name}: {row['uri']}: {result.error}"}
+                    out[i] = mark_error(row, self.name, str(result.error))
                     continue
                 seq, pooled = text_of[i]
                 arrays = {"latent": result.latent, "text_seq": seq, "text_pooled": pooled}

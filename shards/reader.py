@@ -3,7 +3,8 @@
 Input: the run's output root, its ``shards/`` dir or ``shards/index.json`` (local path or fsspec URL). Each
 sample (DESIGN.md §4) carries ``json`` (manifest fields + micro-conditions), ``txt`` (caption),
 ``latent.npy`` [T, C, h, w] (VAE mean already times the scaling factor), ``text_seq.npy`` [L, D] (real tokens
-only, L varies), ``text_pooled.npy`` [D]; optional ``mp4``/``jpg``/``latent_logvar.npy`` are skipped.
+only, L varies), ``text_pooled.npy`` [D]; optional ``mp4``/``jpg``/``latent_logvar.npy``/``embedding.npy`` are
+skipped.
 
 Batches hold samples of one bucket (one latent shape) and are dicts:
 ``latent [B, T, C, h, w]`` (stored dtype, float16), ``text_seq [B, Lmax, D]`` (zero-padded), ``text_mask
@@ -22,7 +23,6 @@ shards with replacement (weighted by sample count) from a per-(rank, worker) RNG
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import random
@@ -36,13 +36,13 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
+from shards.members import REQUIRED, load_npy
 from shards.sampling import MICRO_CONDITIONS
 
 log = logging.getLogger(__name__)
 
 MICRO_KEYS = MICRO_CONDITIONS  # the writer's order is the trainer's order (shards.sampling)
-REQUIRED = ("json", "txt", "latent.npy", "text_seq.npy", "text_pooled.npy")
-SKIPPED = (".mp4", ".jpg", ".latent_logvar.npy")  # optional members the trainer never reads
+SKIPPED = (".mp4", ".jpg", ".latent_logvar.npy", ".embedding.npy")  # optional members the trainer never reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +96,6 @@ def load_index(src: str) -> ShardIndex:
                       text=data.get("text", {}))
 
 
-def _npy(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
-
-
 def decode_sample(raw: dict) -> dict:
     """Raw tar members (bytes) -> numpy arrays, caption, meta and the micro-condition vector."""
     key = raw.get("__key__")
@@ -111,7 +107,7 @@ def decode_sample(raw: dict) -> dict:
     if absent:
         raise ValueError(f"sample {key} in {raw.get('__url__')}: json lacks micro-conditions {absent}; the shard "
                          f"writer must record {MICRO_KEYS}")
-    latent = _npy(raw["latent.npy"])
+    latent = load_npy(raw["latent.npy"])
     if latent.ndim != 4:
         raise ValueError(f"sample {key}: latent.npy has shape {latent.shape}; expected [T, C, h, w]")
     return {
@@ -119,8 +115,8 @@ def decode_sample(raw: dict) -> dict:
         "caption": raw["txt"].decode("utf-8") if isinstance(raw["txt"], bytes) else raw["txt"],
         "meta": meta,
         "latent": latent,
-        "text_seq": _npy(raw["text_seq.npy"]),
-        "text_pooled": _npy(raw["text_pooled.npy"]),
+        "text_seq": load_npy(raw["text_seq.npy"]),
+        "text_pooled": load_npy(raw["text_pooled.npy"]),
         "micro": np.array([float(meta[k]) for k in MICRO_KEYS], dtype=np.float32),
     }
 

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-import engine._torchvision_shim  # noqa: F401 - before transformers
 import torch
 
-from shards.vae import DTYPES, pick_device
+from engine.models import resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +24,14 @@ class TextEncoder:
     """A CLIP text encoder (transformers ``CLIPTextModel``) and its tokenizer."""
 
     def __init__(self, path: str | Path, *, name: str = "", subfolder: str = "", device: str = "auto",
-                 dtype: str = "bfloat16", max_tokens: int = 77, batch: int = 256, untrained: bool = False):
+                 precision: str = "auto", max_tokens: int = 77, batch: int = 256, untrained: bool = False):
         from transformers import AutoTokenizer, CLIPTextModel
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
         self.path, self.name = str(path), name or str(path)
-        self.device = pick_device(device)
-        self.dtype = DTYPES[dtype] if self.device.type == "cuda" else torch.float32
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(precision, self.device)
         kw = {"subfolder": subfolder} if subfolder else {}
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, **kw)
         self.tokenizer.padding_side = "right"  # real tokens first: each caption is cut back to its length

@@ -16,7 +16,6 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-import engine._torchvision_shim  # noqa: F401 - before diffusers / transformers
 import torch
 
 from engine.models import UNTRAINED_MARKER

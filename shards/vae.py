@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-import engine._torchvision_shim  # noqa: F401 - before diffusers (it imports transformers -> torchvision)
 import torch
+
+from engine.models import resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +38,7 @@ log = logging.getLogger(__name__)
 VIDEO_KINDS = {"AutoencoderKLWan": "wan", "AutoencoderKLCogVideoX": "cogvideox", "AutoencoderKLLTXVideo": "ltx"}
 KIND_CLASSES = {"image": "AutoencoderKL", "wan": "AutoencoderKLWan", "cogvideox": "AutoencoderKLCogVideoX",
                 "ltx": "AutoencoderKLLTXVideo"}
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def vae_kind(path: str | Path, subfolder: str = "") -> str:
@@ -81,15 +75,14 @@ class LatentVAE:
     """A loaded VAE: uint8 RGB frames in, normalised float16 latent means out."""
 
     def __init__(self, path: str | Path, *, name: str = "", subfolder: str = "", device: str = "auto",
-                 dtype: str = "bfloat16", compile: str = "none", channels_last: bool | None = None,
+                 precision: str = "auto", compile: str = "none", channels_last: bool | None = None,
                  keep_logvar: bool = False, untrained: bool = False):
         import diffusers
 
         self.path, self.name = str(path), name or str(path)
         self.kind = vae_kind(path, subfolder)
-        self.device = pick_device(device)
-        # bf16/fp16 convolutions on a CPU are slow or unsupported; the CPU path computes in float32.
-        self.dtype = DTYPES[dtype] if self.device.type == "cuda" else torch.float32
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(precision, self.device)  # auto: bf16 on a GPU; fp32 on a CPU, where bf16 is slow
         # Channels-last pays only under torch.compile: eager GroupNorm on channels-last tensors is slower than
         # NCHW (H200, SD-VAE bf16: 565 vs 749 frames/s at 256², 130 vs 176 at 512²; compiled: 1376 vs 1370 and
         # 266 vs 166). None = on exactly when compiling.

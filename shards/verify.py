@@ -10,7 +10,6 @@ not the last row of its sequence, a key in two shards, and clips whose manifest 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import math
@@ -21,12 +20,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.io import join, output_fs
+from shards.members import REQUIRED, load_npy
 from shards.sampling import MICRO_CONDITIONS
 from shards.writer import INDEX, SHARD_NAME, SHARDS_DIR
 
 log = logging.getLogger(__name__)
 
-REQUIRED = ("json", "txt", "latent.npy", "text_seq.npy", "text_pooled.npy")
 CHUNK = 8 << 20
 
 
@@ -54,10 +53,6 @@ class VerifyReport:
     def as_dict(self) -> dict:
         return {"output": self.output, "ok": self.ok, "shards": self.shards, "samples": self.samples,
                 "bytes": self.bytes, "problems": [{"where": p.where, "what": p.what} for p in self.problems]}
-
-
-def _npy(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 def verify(output: str, decode: bool = True, manifest: bool = True) -> VerifyReport:
@@ -172,7 +167,7 @@ def _check_sample(path: str, key: str, members: dict[str, bytes], entry: dict, i
     for name in ("latent.npy", "text_seq.npy", "text_pooled.npy", "latent_logvar.npy"):
         if name in members:
             try:
-                arrays[name] = _npy(members[name])
+                arrays[name] = load_npy(members[name])
             except (ValueError, OSError, EOFError) as exc:
                 report.add(where, f"{name} does not decode ({type(exc).__name__}: {exc})")
     latent = arrays.get("latent.npy")

@@ -7,7 +7,8 @@ Layout (the trainer's contract, read by ``shards.reader``)::
 
 Sample members: ``json`` (every manifest field + micro-conditions), ``txt`` (caption, "" without one),
 ``latent.npy`` [T', C, h, w] float16, ``text_seq.npy`` [L, D] float16, ``text_pooled.npy`` [D] float16, and
-optionally ``latent_logvar.npy``, ``jpg`` (first sampled frame) and ``mp4`` (the clip file).
+optionally ``latent_logvar.npy``, ``jpg`` (first sampled frame), ``mp4`` (the clip file) and
+``embedding.npy`` [D] float16 (the clip's CLIP embedding from ``<out>/embeddings``, ``include_embedding``).
 
 Deterministic: the same clips give byte-identical tars (sorted members and keys, fixed mtime/user/mode,
 JSON with sorted keys; webdataset's ``TarWriter`` under ``ShardWriter``, which rotates shards at
@@ -103,11 +104,13 @@ class PackOptions:
     max_shard_bytes: int = 1 << 30  # ... or once its payload reaches this many bytes
     include_jpg: bool = True  # the first sampled frame, if the encode stage saved one
     include_mp4: bool = False  # the clip file (needs write_clips' clip_uri)
+    include_embedding: bool = False  # the clip's embedding from <out>/embeddings (clip_score writes it)
     caption_column: str = "caption"
 
     def fingerprint(self) -> dict:
         return {"samples_per_shard": self.samples_per_shard, "max_shard_bytes": self.max_shard_bytes,
                 "include_jpg": self.include_jpg, "include_mp4": self.include_mp4, "caption_column": self.caption_column,
+                **({"include_embedding": True} if self.include_embedding else {}),
                 "tar": {k: v for k, v in TAR_OPTIONS.items() if k != "encoder"}}
 
 
@@ -122,6 +125,7 @@ class ShardPacker:
     def pack(self, clips: pa.Table) -> tuple[dict, pa.Table]:
         """Write shards and ``index.json``; return the index and a (clip_id, shard) table."""
         rows = packable(clips).to_pylist()
+        self.embeddings = self._embeddings() if self.options.include_embedding else {}
         by_bucket: dict[str, list[dict]] = {}
         for row in rows:
             by_bucket.setdefault(row["bucket"], []).append(row)
@@ -237,7 +241,29 @@ class ShardPacker:
 
             with fsspec.open(uri, "rb") as handle:
                 sample["mp4"] = handle.read()
+        if self.options.include_embedding:
+            if row["clip_id"] not in self.embeddings:
+                raise ValueError(f"include_embedding is on but clip {row['clip_id']} has no embedding in "
+                                 f"{self.output}/embeddings; run clip_score (write_embeddings: true) before shard, "
+                                 f"or set include_embedding: false")
+            sample["embedding.npy"] = npy_bytes(self.embeddings[row["clip_id"]])
         return sample, {"latent": meta.get("latent", {}), "text": meta.get("text", {})}, list(arrays["latent"].shape)
+
+    def _embeddings(self) -> dict[str, np.ndarray]:
+        """clip_id -> fp16 vector from ``<out>/embeddings/*.parquet`` (the format filters/embeddings.py writes)."""
+        import pyarrow.parquet as pq
+
+        folder = join(self.root, "embeddings")
+        found: dict[str, np.ndarray] = {}
+        if not self.fs.exists(folder):
+            return found
+        for path in sorted(p for p in self.fs.ls(folder, detail=False) if p.endswith(".parquet")):
+            with self.fs.open(path, "rb") as handle:
+                table = pq.read_table(handle, columns=["clip_id", "embedding"])
+            column = table.column("embedding").combine_chunks()
+            vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, column.type.list_size)
+            found.update(zip(table.column("clip_id").to_pylist(), vectors.astype(np.float16)))
+        return found
 
     # -- resume -----------------------------------------------------------------------------------------------
     def _fingerprint(self, members: list[dict]) -> str:
@@ -311,6 +337,7 @@ class Shard(Stage):
     max_shard_mb: float = 1024.0  # or once a tar's payload reaches this many MiB
     include_jpg: bool = True  # add the first sampled frame when the encode stage saved it (save_jpg)
     include_mp4: bool = False  # add the clip file (needs write_clips before)
+    include_embedding: bool = False  # add embedding.npy, the clip's CLIP embedding (needs clip_score before)
     caption_column: str = "caption"  # the caption column (txt); absent -> ""
     batch_size: int = 1024
 
@@ -328,7 +355,7 @@ class Shard(Stage):
     def options(self) -> PackOptions:
         return PackOptions(samples_per_shard=self.samples_per_shard, max_shard_bytes=int(self.max_shard_mb * 2**20),
                            include_jpg=self.include_jpg, include_mp4=self.include_mp4,
-                           caption_column=self.caption_column)
+                           include_embedding=self.include_embedding, caption_column=self.caption_column)
 
     def finalize(self, ctx: RunContext, clips: pa.Table) -> pa.Table | None:
         index, assigned = ShardPacker(ctx.output, self.options()).pack(clips)

@@ -3,3 +3,5 @@
 config (presets debug/xl/xxl/m) - model (the DiT) - flow (loss, sampler, JIT-CFG) - optim (AdaFactor) -
 train (the loop) - sample (generation + VAE decode) - cli (`vde train`, `vde sample`) - testing (synthetic shards).
 """
+
+import _vde_torchvision  # noqa: F401 - torchvision importable on CPU torch, for whatever imports it next

@@ -96,6 +96,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from stiv.sample import run_sample
 
+    if args.vae:  # before any sampling step: a missing VAE would otherwise fail only at the end
+        from engine.models import ModelNotFound, provide_hint, resolve_model
+        from engine.stage import ModelRef
+
+        ref = ModelRef(field="--vae", name=args.vae, kind="diffusers")
+        try:
+            resolve_model(ref)
+        except ModelNotFound as exc:
+            raise ModelNotFound(f"--vae '{args.vae}' is missing: {exc}. {provide_hint(ref, flag=True)}") from exc
+
     run_sample(args.ckpt, args.shards, args.out, n=args.n, steps=args.steps, cfg_scale=args.cfg, mode=args.mode,
                vae=args.vae, seed=args.seed, device=args.device, bucket=args.bucket, fps=args.fps)
     return 0

@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.models import resolve_device
 from shards.reader import MICRO_KEYS, ShardStream, load_index
 from stiv.config import TrainConfig, from_dict
 from stiv.flow import MICRO_NUM_FRAMES, sample
 from stiv.model import STIV
-from stiv.train import load_checkpoint, resolve_device
+from stiv.train import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,6 @@ def generate(model: STIV, batch: dict, *, mode: str, steps: int, cfg_scale: floa
 
 def load_vae(name: str, device: torch.device):  # noqa: ANN201 - diffusers is an optional import
     """A diffusers AutoencoderKL from a local dir or hub id; a pipeline dir with a vae/ subfolder works too."""
-    import engine._torchvision_shim  # noqa: F401 - before diffusers, so the CUDA-only torchvision imports on CPU
     from diffusers import AutoencoderKL
 
     from engine.models import is_untrained, resolve_model

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from engine.models import resolve_device, resolve_precision
 from shards.reader import ShardIndex, ShardStream, load_index
 from stiv.config import ModelConfig, TrainConfig, from_dict, to_dict
 from stiv.flow import training_loss
@@ -32,14 +33,6 @@ from stiv.model import STIV, count_params
 from stiv.optim import make_optimizer
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but torch sees no GPU; use --device cpu")
-    return torch.device(f"cuda:{local_rank}") if name == "cuda" else torch.device(name)
 
 
 def init_distributed(device_name: str) -> tuple[int, int, int]:
@@ -109,7 +102,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> list[float]:
     cfg.validate()
     rank, world, local_rank = init_distributed(cfg.device)
     device = resolve_device(cfg.device, local_rank)
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    bf16 = resolve_precision(cfg.precision, device) == "bf16"  # autocast; the weights stay fp32
     index = load_index(cfg.shards)
     fit_model_to_shards(cfg.model, index, cfg.bucket)
     out = Path(cfg.out)

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import engine._torchvision_shim  # noqa: F401 - before anything imports torchvision
-
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("VDE_SHARED", REPO.parent / "shared"))
 SHARED_VIDEOS = SHARED / "testdata" / "videos"

@@ -28,9 +28,9 @@ class LocalExecutor:
         with Progress(TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), disable=not self.progress, transient=False) as progress:
             bars = [progress.add_task(stage.name, total=None) for stage in pipeline.stages]
-            total = progress.add_task("videos", total=videos.num_rows)
-            for start in range(0, videos.num_rows, self.videos_per_part):
-                table = videos.slice(start, self.videos_per_part)
+            parts = _by_video(videos, self.videos_per_part)
+            total = progress.add_task("videos", total=len(parts))
+            for table in parts:
                 for stage, schema, bar in zip(pipeline.stages, schemas, bars):
                     pieces = [
                         run_stage(stage, table.slice(i, stage.batch_size), ctx, schema)
@@ -39,4 +39,13 @@ class LocalExecutor:
                     table = pa.concat_tables(pieces, promote_options="permissive") if pieces else table
                     progress.advance(bar, table.num_rows)
                 sink(table)
-                progress.advance(total, min(self.videos_per_part, videos.num_rows - start))
+                progress.advance(total)
+
+
+def _by_video(rows: pa.Table, per_part: int) -> list[pa.Table]:
+    """Slices of ``per_part`` videos each; a video's rows stay together (after a barrier, rows are clips)."""
+    ids = rows.column("video_id").to_pylist()
+    starts = [i for i in range(len(ids)) if i == 0 or ids[i] != ids[i - 1]] + [len(ids)]
+    step = max(1, per_part)
+    return [rows.slice(starts[k], starts[min(k + step, len(starts) - 1)] - starts[k])
+            for k in range(0, len(starts) - 1, step)]

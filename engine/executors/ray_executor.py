@@ -16,7 +16,7 @@ from collections.abc import Callable
 import pyarrow as pa
 
 from engine.pipeline import Pipeline
-from engine.stage import RunContext, Stage, run_stage
+from engine.stage import EnvironmentFault, RunContext, Stage, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,6 @@ class _StageWorker:
     """One actor of a stateful stage: set up once, then called per batch."""
 
     def __init__(self, stage: Stage, ctx: RunContext, schema: dict):
-        import engine._torchvision_shim  # noqa: F401 - before any model library in this worker process
 
         self.stage, self.ctx, self.schema = stage, ctx, schema
         stage.setup(ctx)
@@ -49,6 +48,21 @@ def _stateless(stage: Stage, ctx: RunContext, schema: dict) -> Callable[[pa.Tabl
 
     apply.__name__ = stage.name
     return apply
+
+
+def _environment_fault(exc: BaseException) -> EnvironmentFault | None:
+    """The EnvironmentFault a worker raised, through Ray's wrappers (RayTaskError.cause, chained exceptions)."""
+    seen, todo = set(), [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, EnvironmentFault) and hasattr(e, "cause") and hasattr(e, "stage"):
+            return e
+        todo += [getattr(e, "cause", None) if isinstance(getattr(e, "cause", None), BaseException) else None,
+                 e.__cause__, e.__context__]
+    return None
 
 
 class RayExecutor:
@@ -100,8 +114,14 @@ class RayExecutor:
         ds = ds.map_batches(_PartWriter, fn_constructor_args=(sink,), batch_size=None, batch_format="pyarrow",
                             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2), num_cpus=0.25)
         rows = 0
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            rows += sum(batch.column("rows").to_pylist())
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                rows += sum(batch.column("rows").to_pylist())
+        except Exception as exc:
+            fault = _environment_fault(exc)
+            if fault is None:
+                raise
+            raise EnvironmentFault(fault.stage, fault.cause) from None  # one clear message, not Ray's traceback
         log.info("ray: %d rows written", rows)
 
     def shutdown(self) -> None:

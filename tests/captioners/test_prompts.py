@@ -10,7 +10,7 @@ from captioners.categorize import category_distribution
 from captioners.dsg import dsg_report, in_sample
 from captioners.frames import sample_indices
 from captioners.prompts import (CATEGORY_NAMES, DSGCounts, categorize_prompt, dsg_answer_prompt, dsg_counts,
-                                dsg_metrics, dsg_question_prompt, match_category, parse_dsg_questions,
+                                dsg_metrics, dsg_question_prompt, parse_dsg_questions,
                                 split_sentences)
 from captioners.vlm import smart_resize
 
@@ -91,9 +91,7 @@ def test_prompts_mention_what_they_must() -> None:
     assert dsg_answer_prompt("cat", "Is there a cat in the video?") == "Is there a cat in the image? Answer yes or no."
 
 
-def test_match_category_and_distribution() -> None:
-    assert match_category("Category: Sports.") == "sports"
-    assert match_category("none of these") is None
+def test_category_distribution() -> None:
     clips = pa.table({"category": ["sports", "sports", None, "food", "food"], "keep": [True, True, True, False, True],
                       "category_untrained": [True, True, None, True, True]})
     dist = category_distribution(clips)

@@ -19,12 +19,12 @@ from tests.filters.conftest import clip_rows, write_frames
 
 
 @pytest.fixture(scope="module")
-def stage(tiny_models) -> ClipScore:
+def stage(tiny_models, tmp_path_factory) -> ClipScore:
     clip_dir, head = tiny_models
     stage = ClipScore(clip_model=str(clip_dir), aesthetic_head=str(head), image_batch=4, decode_threads=2,
                       store_embedding=True)
     assert stage.check() == []
-    stage.setup(RunContext(output="unused"))
+    stage.setup(RunContext(output=str(tmp_path_factory.mktemp("clip_score_out"))))
     return stage
 
 

@@ -26,8 +26,8 @@ def test_stiv_yaml_validates_except_for_the_real_weights(monkeypatch, tmp_path) 
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
     monkeypatch.chdir(tmp_path)  # no aesthetic head next to us
     pipeline = parse_pipeline(STIV.read_text(), source=str(STIV), check_models=False)
-    assert [s.name for s in pipeline.stages] == ["probe", "split", "score", "clip_score", "filter", "caption",
-                                                 "categorize", "dsg_video", "encode", "shard"]
+    assert [s.name for s in pipeline.stages] == ["probe", "split", "score", "clip_score", "filter", "dedup",
+                                                 "caption", "categorize", "dsg_video", "encode", "shard"]
     gpus = {s.name: s.resources.gpus for s in pipeline.stages if s.resources.gpus}
     assert gpus["clip_score"] > 0 and 0 < sum(gpus.values()) <= 1  # every GPU pool fits on one GPU
     with pytest.raises(PipelineError) as err:

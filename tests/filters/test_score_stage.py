@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 
 from engine.video import clip_frame_indices, open_video
-from filters import scorers
+from filters import scorer
+from filters.scorers import motion
 from filters.score import Score
 from tests.filters.conftest import PAN_SPEEDS, clip_rows, write_frames
 
@@ -31,7 +32,12 @@ def test_motion_follows_known_pan_speed(pans) -> None:
         assert c == pytest.approx(speed, rel=0.12)  # the camera proxy is the pan speed
         assert m == pytest.approx(speed, rel=0.2)  # the still square and frame edges pull the mean down
     assert out[-1]["moving_frac"] > 0.8 and out[0]["moving_frac"] < 0.05
-    assert all(r["score_notes"] == "ocr off" and r["score_frames"] == 16 for r in out)  # NaN text: says why
+    assert all(r["score_notes"] == "ocr off" and r["score_frames"] == 20 for r in out)  # NaN text: says why
+    # The background slides left: the camera pans right, at the pan speed; the square stands still.
+    assert [r["camera_move"] for r in out] == ["static"] + ["pan_right"] * 4
+    for speed, row in zip(PAN_SPEEDS, out):
+        assert row["camera_speed"] == pytest.approx(speed, rel=0.05, abs=0.05)
+        assert row["object_motion"] < 0.15
 
 
 def test_text_area_and_clarity_match_the_rendered_truth(text_and_blur) -> None:
@@ -68,9 +74,9 @@ def test_traffic_camera_motion_events_beat_static_spans(shared_videos, ground_tr
         def roi_motion(start: int, end: int) -> float:
             anchors = clip_frame_indices(start, end - 1, 8)
             indices = sorted({i for a in anchors for i in (a, a + 1)})
-            grey = scorers.to_grey(reader.get_frames(indices)[:, 532:659, 631:841])
+            grey = scorer.to_grey(reader.get_frames(indices)[:, 532:659, 631:841])
             at = {f: k for k, f in enumerate(indices)}
-            return scorers.motion_stats([(grey[at[a]], grey[at[a + 1]]) for a in anchors]).mean
+            return motion.motion_stats([scorer.dense_flow(grey[at[a]], grey[at[a + 1]]) for a in anchors]).mean
         events = [roi_motion(9, 149), roi_motion(358, 491), roi_motion(542, 576)]
         static = [roi_motion(160, 350), roi_motion(495, 540)]
     finally:
@@ -134,5 +140,5 @@ def test_damaged_stream_skips_frames_and_bad_files_become_error_rows(shared_vide
 
 
 def test_check_reports_bad_values() -> None:
-    problems = Score(pairs=0, ocr_frames=9, border_threshold=300).check()
+    problems = Score(pairs=0, ocr_frames=0, border_threshold=300).check()
     assert len(problems) == 3 and any("pairs" in p for p in problems)

@@ -208,6 +208,33 @@ def test_max_shard_bytes_rotates_and_include_mp4_requires_clip_files(packed, tmp
         Shard(include_mp4=True).finalize(RunContext(output=str(out)), clips)
 
 
+def test_include_embedding_carries_each_clips_embedding(packed, tmp_path):
+    import webdataset as wds
+
+    from filters import embeddings
+
+    src, clips, assigned = packed
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    with pytest.raises(ValueError, match="include_embedding is on but clip .* has no embedding"):
+        Shard(include_embedding=True).finalize(RunContext(output=str(out)), clips)
+    ids = clips.column("clip_id").to_pylist()
+    vectors = np.random.default_rng(0).normal(size=(len(ids), 16)).astype(np.float32)
+    embeddings.write_batch(str(out), embeddings.to_table(ids, vectors, "test-model", [None] * len(ids)))
+    stored = embeddings.compact(str(out))
+    want = dict(zip(stored.column("clip_id").to_pylist(), embeddings.matrix(stored)))
+    Shard(include_embedding=True).finalize(RunContext(output=str(out)), clips)
+    index = json.loads((out / "shards" / "index.json").read_text())
+    urls = [str(out / "shards" / e["path"]) for e in index["shards"]]
+    seen = 0
+    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode():
+        got = sample["embedding.npy"]
+        assert got.dtype == np.float16 and got.shape == (16,)
+        np.testing.assert_array_equal(got, want[sample["__key__"]])
+        seen += 1
+    assert seen == assigned.num_rows
+
+
 def test_rotated_phone_clip_is_cropped_upright(tiny_models, shared_videos, tmp_path):
     """decord's video_90.mov: coded 568x320 with -90° rotation side data, 3 frames; it displays 320 wide by
     568 high, so it belongs in the portrait bucket and its micro-conditions are in display pixels."""

@@ -18,7 +18,6 @@ from stiv.train import train
 @pytest.fixture(scope="module")
 def tiny_vae(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ENVIRONMENT.md §7's tiny AutoencoderKL (2x downsampling), saved as a user's local model dir would be."""
-    import engine._torchvision_shim  # noqa: F401 - before diffusers
     from diffusers import AutoencoderKL
 
     from engine.models import UNTRAINED_MARKER

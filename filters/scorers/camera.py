@@ -1,0 +1,173 @@
+"""Camera motion and object motion, from a robust global model fitted to each frame pair.
+
+Per pair (grey frames at 320 px wide, as for ``motion``): a grid of points over the frame tracked with
+pyramidal Lucas-Kanade (forward and back: a point without texture, or whose track does not return, is
+dropped; the grid, unlike the strongest corners, covers the frame evenly and low-contrast texture too), then a similarity (translation, rotation,
+uniform scale) fitted to them with RANSAC: the camera's share of the motion. The second frame is warped back
+by that model and the Farneback flow of the aligned pair is what moves in the scene: ``object_motion``.
+
+The clip's class, from the pairs' models (speeds in px/frame at 320 px wide):
+- ``static``: the camera flow averages below ``static_px``;
+- ``shake``: the per-pair motions disagree more than they agree (handheld jitter, no steady direction);
+- else the component that explains most of the mean motion, when it explains at least ``dominant`` of it:
+  ``pan_left``/``pan_right`` (horizontal), ``tilt_up``/``tilt_down`` (vertical), ``zoom_in``/``zoom_out``
+  (scale), ``rotate`` (roll); otherwise ``complex``.
+Directions name where the camera turns, so the scene content moves the other way: in ``pan_right`` the
+picture slides left, in ``tilt_up`` it slides down, in ``zoom_in`` it grows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pyarrow as pa
+
+from filters.scorer import NAN, ClipSample, Column, Declaration, Scorer, Threshold, dense_flow
+from filters.scorers.motion import motion_flows
+
+MOVES = ("static", "pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out", "rotate", "shake",
+         "complex")
+PX = "px/frame at 320 px width"
+LK = dict(winSize=(21, 21), maxLevel=3, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
+
+
+@dataclass(frozen=True, slots=True)
+class PairModel:
+    """The camera's motion between two frames, about the frame centre."""
+
+    tx: float  # content shift at the centre, px/frame (+x right, +y down)
+    ty: float
+    zoom: float  # scale - 1 per frame (> 0: content grows)
+    rot: float  # radians per frame
+    speed: float  # mean |camera flow| over the frame, px/frame
+    matrix: np.ndarray  # 2x3: frame-1 points -> frame-2 points
+
+
+IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+def fit_camera(a: np.ndarray, b: np.ndarray, min_tracks: int = 8) -> PairModel:
+    """The similarity that moves grey frame ``a`` onto ``b``, robust to moving objects (RANSAC). A frame
+    without enough trackable points (flat, black) has no measurable camera motion: identity."""
+    h, w = a.shape
+    matrix = IDENTITY
+    step = max(4, min(w, h) // 14)
+    ys, xs = np.mgrid[step // 2:h:step, step // 2:w:step]
+    corners = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32).reshape(-1, 1, 2)
+    if len(corners) >= min_tracks:
+        ahead, ok, _ = cv2.calcOpticalFlowPyrLK(a, b, corners, None, **LK)
+        back, ok_back, _ = cv2.calcOpticalFlowPyrLK(b, a, ahead, None, **LK)
+        good = (ok.ravel() == 1) & (ok_back.ravel() == 1) & (np.linalg.norm((back - corners).reshape(-1, 2), axis=1) < 0.5)
+        if good.sum() >= min_tracks:
+            fitted, _ = cv2.estimateAffinePartial2D(corners[good], ahead[good], method=cv2.RANSAC,
+                                                    ransacReprojThreshold=1.0, maxIters=2000, confidence=0.995)
+            if fitted is not None:
+                matrix = fitted
+    scale = math.hypot(matrix[0, 0], matrix[1, 0])
+    rot = math.atan2(matrix[1, 0], matrix[0, 0])
+    centre = np.array([w / 2, h / 2])
+    shift = matrix[:, :2] @ centre + matrix[:, 2] - centre
+    ys, xs = np.mgrid[0:h:max(1, h // 12), 0:w:max(1, w // 16)]
+    grid = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64)
+    moved = grid @ matrix[:, :2].T + matrix[:, 2]
+    speed = float(np.linalg.norm(moved - grid, axis=1).mean())
+    return PairModel(tx=float(shift[0]), ty=float(shift[1]), zoom=scale - 1.0, rot=rot, speed=speed, matrix=matrix)
+
+
+def camera_models(clip: ClipSample) -> list[PairModel]:
+    """The camera model of each of the clip's pairs, fitted once per clip."""
+    grey = clip.motion_grey
+    return clip.shared("camera_models", lambda: [fit_camera(grey[a], grey[b]) for a, b in clip.pairs])
+
+
+def object_flow(a: np.ndarray, b: np.ndarray, model: PairModel, flow: np.ndarray, method: str,
+                still_px: float = 0.05) -> float:
+    """Mean |flow| of what moves in the scene once the camera's motion is removed: the flow of ``a`` and
+    ``b`` warped back by ``model``, over the pixels the warp keeps inside the frame."""
+    if model.speed < still_px:
+        return float(np.hypot(flow[..., 0], flow[..., 1]).mean())
+    h, w = a.shape
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP  # aligned(x) = b(M x)
+    aligned = cv2.warpAffine(b, model.matrix, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    inside = cv2.warpAffine(np.ones_like(a), model.matrix, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+    inside = cv2.erode(inside, np.ones((5, 5), np.uint8)).astype(bool)
+    residual = dense_flow(a, aligned, method)
+    mag = np.hypot(residual[..., 0], residual[..., 1])
+    return float(mag[inside].mean()) if inside.any() else NAN
+
+
+def mean_reach(width: int, height: int) -> float:
+    """Mean distance of a frame point from the centre: turns a zoom or roll into px/frame at the frame."""
+    ys, xs = np.mgrid[0:height:max(1, height // 36), 0:width:max(1, width // 64)]
+    return float(np.hypot(xs - width / 2, ys - height / 2).mean())
+
+
+def classify(models: list[PairModel], width: int, height: int, static_px: float = 0.25,
+             dominant: float = 0.6) -> str:
+    """One of MOVES for a clip from its pairs' camera models (see the module docstring)."""
+    if not models:
+        return "static"
+    if float(np.mean([m.speed for m in models])) < static_px:
+        return "static"
+    reach = mean_reach(width, height)
+    vectors = np.array([[m.tx, m.ty, m.zoom * reach, m.rot * reach] for m in models])
+    mean = vectors.mean(axis=0)
+    jitter = float(np.linalg.norm(vectors - mean, axis=1).mean())
+    steady = float(np.linalg.norm(mean))
+    if jitter > steady:
+        return "shake"
+    pan, tilt, zoom, roll = np.abs(mean)
+    parts = {"pan": pan, "tilt": tilt, "zoom": zoom, "rotate": roll}
+    kind = max(parts, key=parts.get)
+    if parts[kind] < dominant * sum(parts.values()):
+        return "complex"
+    if kind == "pan":
+        return "pan_right" if mean[0] < 0 else "pan_left"  # the content slides against the camera
+    if kind == "tilt":
+        return "tilt_up" if mean[1] > 0 else "tilt_down"
+    if kind == "zoom":
+        return "zoom_in" if mean[2] > 0 else "zoom_out"
+    return "rotate"
+
+
+@dataclass(kw_only=True)
+class Camera(Scorer):
+    declaration = Declaration(name="camera", stage="score", order=40, columns={
+        "camera_motion": Column(pa.float64(), PX, "mean over pairs of |median flow vector| (the reference's "
+                                "global_motion)"),
+        "camera_move": Column(pa.string(), "", "one of " + ", ".join(MOVES)),
+        "camera_speed": Column(pa.float64(), PX, "mean |flow| of the fitted camera model, over pairs"),
+        "object_motion": Column(pa.float64(), PX, "mean |flow| left once the camera's motion is removed"),
+    }, thresholds={
+        "max_camera_motion": Threshold("camera_motion", "<=", float | None, f"|median flow|, {PX}"),
+        "max_camera_speed": Threshold("camera_speed", "<=", float | None, f"camera model flow, {PX}"),
+        "min_object_motion": Threshold("object_motion", ">=", float | None,
+                                       f"scene motion after removing the camera's, {PX}"),
+        "camera_moves": Threshold("camera_move", "in", list[str] | None,
+                                  "keep only these camera classes, e.g. [static] for a static-camera subset",
+                                  choices=MOVES),
+    })
+
+    static_px: float = 0.25  # camera flow below this (px/frame at 320 px) is a static camera
+    dominant: float = 0.6  # share of the camera motion one component needs to name the move
+
+    def check(self) -> list[str]:
+        if self.static_px < 0 or not 0 < self.dominant <= 1:
+            return [f"'static_px' must be >= 0 and 'dominant' within (0, 1], got {self.static_px}, {self.dominant}"]
+        return []
+
+    def measure(self, clip: ClipSample) -> dict:
+        if clip.small or not clip.pairs:
+            return {"camera_motion": NAN, "camera_move": None, "camera_speed": NAN, "object_motion": NAN}
+        grey, models, objects, medians = clip.motion_grey, camera_models(clip), [], []
+        for (a, b), flow, model in zip(clip.pairs, motion_flows(clip), models):
+            objects.append(object_flow(grey[a], grey[b], model, flow, clip.flow_method))
+            medians.append(float(np.hypot(*np.median(flow.reshape(-1, 2), axis=0))))
+        h, w = grey.shape[1:]
+        return {"camera_motion": float(np.mean(medians)), "camera_move": classify(models, w, h, self.static_px,
+                                                                                    self.dominant),
+                "camera_speed": float(np.mean([m.speed for m in models])),
+                "object_motion": float(np.nanmean(objects)) if not all(map(math.isnan, objects)) else NAN}

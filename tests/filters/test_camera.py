@@ -1,0 +1,117 @@
+"""Camera classes, camera speed and object motion on clips whose camera path is known by construction:
+pans, tilts, zooms, rotations and shake of given parameters over textured and low-contrast scenes, and
+objects moving in front of a static camera."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from filters.scorer import ClipSample
+from filters.scorers.camera import Camera
+from filters.scorers.motion import Motion
+
+W, H, N = 320, 180, 8
+
+
+def _texture(low_contrast: bool, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    tex = cv2.GaussianBlur(rng.random((720, 960)).astype(np.float32), (0, 0), 2.0)
+    lo, hi = (118, 134) if low_contrast else (20, 235)  # low contrast: 16 grey levels in all
+    return cv2.normalize(tex, None, lo, hi, cv2.NORM_MINMAX).astype(np.uint8)
+
+
+def _similarity(tx: float, ty: float, scale: float, degrees: float) -> np.ndarray:
+    """3x3: one frame's camera step about the frame centre; content moves by (tx, ty), grows by scale."""
+    about = cv2.getRotationMatrix2D((W / 2, H / 2), degrees, scale)
+    step = np.vstack([about, [0, 0, 1]])
+    step[:2, 2] += (tx, ty)
+    return step
+
+
+def _clip(steps: list[np.ndarray], low_contrast: bool = False, square_speed: float = 0.0) -> ClipSample:
+    """Frames whose content moves by ``steps[i]`` from frame i to i + 1, optionally with a bright square
+    crossing at ``square_speed`` px/frame."""
+    tex = _texture(low_contrast)
+    place = np.array([[1.0, 0, -(tex.shape[1] - W) / 2], [0, 1.0, -(tex.shape[0] - H) / 2], [0, 0, 1]])
+    frames = []
+    for i in range(len(steps) + 1):
+        frame = cv2.warpAffine(tex, place[:2], (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        if square_speed:
+            x = int(40 + square_speed * i)
+            frame[70:110, x:x + 40] = 250
+        frames.append(np.repeat(frame[..., None], 3, axis=2))
+        if i < len(steps):
+            place = steps[i] @ place
+    return ClipSample(frames=np.stack(frames), indices=list(range(len(frames))), length=len(frames),
+                      display_w=W, display_h=H)
+
+
+def _measure(clip: ClipSample) -> dict:
+    return {**Motion().measure(clip), **Camera().measure(clip)}
+
+
+CASES = [  # (camera move, per-frame step: content shift x, y, scale, degrees)
+    ("pan_right", (-2.0, 0.0, 1.0, 0.0)),  # the picture slides left: the camera turns right
+    ("pan_left", (3.0, 0.0, 1.0, 0.0)),
+    ("tilt_up", (0.0, 2.0, 1.0, 0.0)),  # the picture slides down: the camera tilts up
+    ("tilt_down", (0.0, -1.5, 1.0, 0.0)),
+    ("zoom_in", (0.0, 0.0, 1.015, 0.0)),
+    ("zoom_out", (0.0, 0.0, 0.985, 0.0)),
+    ("rotate", (0.0, 0.0, 1.0, 0.8)),
+]
+
+
+@pytest.mark.parametrize("low_contrast", [False, True], ids=["textured", "low-contrast"])
+@pytest.mark.parametrize("move,step", CASES, ids=[c[0] for c in CASES])
+def test_camera_move_of_known_steps(move: str, step: tuple, low_contrast: bool) -> None:
+    out = _measure(_clip([_similarity(*step)] * N, low_contrast))
+    assert out["camera_move"] == move
+    tx, ty, scale, degrees = step
+    ys, xs = np.mgrid[0:H, 0:W] + 0.5
+    reach = float(np.hypot(xs - W / 2, ys - H / 2).mean())  # the mean distance of a pixel from the centre
+    expected = math.hypot(tx, ty) + abs(scale - 1) * reach + math.radians(abs(degrees)) * reach
+    assert out["camera_speed"] == pytest.approx(expected, rel=0.15)
+    assert out["object_motion"] < 0.3 * expected  # nothing moves but the camera
+    assert out["motion_score"] == pytest.approx(expected, rel=0.3)  # the flow sees what the camera does
+
+
+@pytest.mark.parametrize("low_contrast", [False, True], ids=["textured", "low-contrast"])
+def test_shake_is_jitter_without_a_direction(low_contrast: bool) -> None:
+    rng = np.random.default_rng(3)
+    offsets = rng.normal(0, 2.0, (N + 1, 2))  # a handheld camera about one point
+    steps = [_similarity(*(offsets[i + 1] - offsets[i]), 1.0, 0.0) for i in range(N)]
+    out = _measure(_clip(steps, low_contrast))
+    assert out["camera_move"] == "shake"
+    assert out["camera_speed"] > 1.0 and out["object_motion"] < 0.5
+
+
+def test_static_camera_with_a_moving_object() -> None:
+    still = _measure(_clip([_similarity(0, 0, 1, 0)] * N))
+    moving = _measure(_clip([_similarity(0, 0, 1, 0)] * N, square_speed=4.0))
+    assert still["camera_move"] == moving["camera_move"] == "static"
+    assert still["camera_speed"] < 0.05 and still["object_motion"] < 0.05 and still["motion_score"] < 0.05
+    assert moving["camera_speed"] < 0.1
+    # The square (40x40 of 320x180, plus the texture it uncovers) moves: the scene moves, the camera does not.
+    assert moving["object_motion"] > 0.05 and moving["object_motion"] == pytest.approx(moving["motion_score"], rel=0.1)
+
+
+def test_object_motion_survives_a_pan() -> None:
+    pan = _measure(_clip([_similarity(-3.0, 0, 1, 0)] * N))
+    both = _measure(_clip([_similarity(-3.0, 0, 1, 0)] * N, square_speed=4.0))
+    assert pan["camera_move"] == both["camera_move"] == "pan_right"
+    assert both["camera_speed"] == pytest.approx(3.0, rel=0.1)
+    assert both["object_motion"] > 2 * pan["object_motion"]
+
+
+def test_flat_and_short_clips() -> None:
+    flat = ClipSample(frames=np.full((4, H, W, 3), 90, np.uint8), indices=[0, 1, 2, 3], length=4,
+                      display_w=W, display_h=H)
+    out = _measure(flat)
+    assert out["camera_move"] == "static" and out["camera_speed"] == 0.0 and out["motion_score"] == 0.0
+    one = ClipSample(frames=np.zeros((1, H, W, 3), np.uint8), indices=[0], length=1, display_w=W, display_h=H)
+    out = _measure(one)
+    assert out["camera_move"] is None and math.isnan(out["camera_speed"]) and math.isnan(out["object_motion"])
