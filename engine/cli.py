@@ -37,14 +37,10 @@ def _setup_logging(level: str) -> None:
                         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)])
     for name in OUR_LOGGERS:
         logging.getLogger(name).setLevel(level.upper())
+    # The environment is enough: transformers reads both when (and only if) a stage imports it, so a
+    # pipeline without models does not pay its import (seconds) at start-up.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "warning")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
 
 
 def _executor(args: argparse.Namespace):
@@ -161,6 +157,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if key in s:
             table.add_row(key, str(s[key]))
     console.print(table)
+    _print_drops(s.get("videos_without_clips", 0), s.get("shots_no_clip", {}))
     timing = Table(title="per-stage time (summed over workers)")
     timing.add_column("stage")
     timing.add_column("seconds", justify="right")
@@ -239,6 +236,7 @@ def _print_summary(summary) -> None:
     table.add_row(*(str(v) for v in (summary.videos, summary.videos_ok, summary.videos_error, summary.clips_error,
                                       summary.skipped, summary.clips, summary.kept)), f"{summary.seconds:.1f}")
     console.print(table)
+    _print_drops(summary.videos_without_clips, summary.shots_no_clip)
     if summary.errors_by_cause:
         causes = Table(title="errors by cause")
         causes.add_column("cause")
@@ -246,6 +244,13 @@ def _print_summary(summary) -> None:
         for cause, count in summary.errors_by_cause.items():
             causes.add_row(cause, str(count))
         console.print(causes)
+
+
+def _print_drops(videos: int, shots: dict[str, int]) -> None:
+    """The split's account of what gave no clip: a video or shot never vanishes silently."""
+    if any(shots.values()):
+        why = ", ".join(f"{n} {reason}" for reason, n in shots.items() if n)
+        console.print(f"shots without a clip: {sum(shots.values())} ({why}); videos without a clip: {videos}")
 
 
 def _version() -> str:

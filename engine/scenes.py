@@ -302,18 +302,30 @@ class ClipSpan:
     chunk: int  # index of the chunk within the shot
 
 
+DROP_REASONS = ("short", "transition", "solid")  # why a shot gave no clip
+
+
 def plan_clips(t: Transitions, min_clip_s: float, max_clip_s: float, min_clip_frames: int,
-               trim_s: float = 0.0) -> list[ClipSpan]:
+               trim_s: float = 0.0, drops: dict[str, int] | None = None) -> list[ClipSpan]:
     """Clips from detected transitions: split at cuts, drop transition and solid frames, trim shot ends,
-    chunk long shots into equal parts no longer than ``max_clip_s``, drop what is shorter than the minimum."""
-    usable = ~t.solid.copy()
+    chunk long shots into equal parts no longer than ``max_clip_s``, drop what is shorter than the minimum.
+
+    ``drops`` (if given) counts the shots that gave no clip, by reason: ``short`` (under ``min_clip_s`` or
+    ``min_clip_frames`` once transitions are removed), ``transition`` (every frame between two cuts lies in
+    a fade or dissolve), ``solid`` (every frame is one flat colour)."""
+    in_transition = np.zeros(t.frames, bool)
     for first, last in t.gradual:
-        usable[first: last + 1] = False
+        in_transition[first: last + 1] = True
+    usable = ~t.solid & ~in_transition
     boundaries = [0, *t.cuts, t.frames]
     spans: list[ClipSpan] = []
+    counts = dict.fromkeys(DROP_REASONS, 0)
     shot = 0
     frame_s = _last_duration(t) or 0.04
     for lo, hi in zip(boundaries[:-1], boundaries[1:]):
+        if hi > lo and not usable[lo:hi].any():
+            counts["solid" if t.solid[lo:hi].all() else "transition"] += 1
+            continue
         start = lo
         while start < hi:
             while start < hi and not usable[start]:
@@ -322,9 +334,14 @@ def plan_clips(t: Transitions, min_clip_s: float, max_clip_s: float, min_clip_fr
             while end < hi and usable[end]:
                 end += 1
             if end > start:
-                spans += _chunk(t, start, end, shot, min_clip_s, max_clip_s, min_clip_frames, trim_s, frame_s)
+                chunks = _chunk(t, start, end, shot, min_clip_s, max_clip_s, min_clip_frames, trim_s, frame_s)
+                counts["short"] += not chunks
+                spans += chunks
                 shot += 1
             start = end
+    if drops is not None:
+        for reason, n in counts.items():
+            drops[reason] = drops.get(reason, 0) + n
     return spans
 
 
@@ -366,6 +383,8 @@ class SceneSplit(Stage, DetectorConfig):
         "scene_cuts": pa.list_(pa.int32()),
         "gradual_transitions": pa.list_(pa.list_(pa.int32())),
         "decode_warning": pa.string(),
+        "shots": pa.int32(),  # shots found (stretches between cuts and transitions)
+        **{f"shots_no_clip_{reason}": pa.int32() for reason in DROP_REASONS},  # shots that gave no clip, by why
     }
     adds: ClassVar[dict[str, pa.DataType]] = {
         **video_adds,
@@ -395,6 +414,14 @@ class SceneSplit(Stage, DetectorConfig):
                             f"({self.min_clip_s}) so that chunks of long shots are never too short")
         if self.gradual_low <= 0 or self.gradual_high <= self.gradual_low:
             problems.append("need 0 < 'gradual_low' < 'gradual_high'")
+        if self.detector == "transnetv2":
+            if not 0 <= self.threshold < 1:
+                problems.append(f"'threshold' ({self.threshold}) is a probability for transnetv2: give 0 < t < 1 "
+                                "(or 0 for its default, 0.5)")
+            if self.batch_windows < 1 or self.gate_threshold < 0:
+                problems.append("need 'batch_windows' >= 1 and 'gate_threshold' >= 0 (0 turns the gate off)")
+            if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+                problems.append(f"'device' is auto, cpu, cuda or cuda:N, not '{self.device}'")
         return problems
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
@@ -410,15 +437,19 @@ class SceneSplit(Stage, DetectorConfig):
             f"{t.bad_packets} packet(s) failed to decode and were skipped" if t.bad_packets else "",
             t.truncated,
         ])) or None
+        drops: dict[str, int] = {}
+        spans = plan_clips(t, self.min_clip_s, self.max_clip_s, self.min_clip_frames, self.trim_s, drops)
         video = {
             **row,
             "frames_decoded": t.frames,
             "scene_cuts": t.cuts,
             "gradual_transitions": [list(g) for g in t.gradual],
             "decode_warning": warning,
+            "shots": len({s.shot for s in spans}) + sum(drops.values()),
+            **{f"shots_no_clip_{reason}": drops[reason] for reason in DROP_REASONS},
         }
         rows = []
-        for span in plan_clips(t, self.min_clip_s, self.max_clip_s, self.min_clip_frames, self.trim_s):
+        for span in spans:
             start_s = float(t.times[span.start])
             end_s = float(t.times[span.end]) if span.end < t.frames else float(t.times[-1] + _last_duration(t))
             rows.append({

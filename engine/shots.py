@@ -11,8 +11,9 @@ Events from predictions (all indices are decoded frames):
   before it again (content score at most ``flash_ratio`` of the jump);
 - a fade is extended while luma mean and contrast keep moving toward a flat picture (the network's
   many-hot output fades out before the picture does on long fades);
-- events that touch, or are separated only by solid (flat black, white, one colour) frames, are one event:
-  a fade out, black, a fade in is one transition.
+- transitions that lie within ``merge_gap`` frames of each other, or are separated only by solid (flat
+  black, white, one colour) frames, are one event: a fade out, black, a fade in is one transition; a cut
+  at the edge of a fade belongs to it.
 
 Only per-frame scalars are kept (probabilities, luma statistics, content scores, times): memory stays
 flat however long the video.
@@ -110,7 +111,8 @@ class EventRules:
     gradual_min_frames: int = 6  # a many-hot run this long is a transition even without a one-hot peak
     cut_max_frames: int = 3  # extents up to this long are hard cuts
     flash_ratio: float = 0.5  # a cut whose next frames return to within this share of the jump is a flash
-    margin: int = 1  # frames added on both sides of a gradual transition (its faint first and last frames)
+    margin: int = 1  # frames added on both sides of a dissolve (its first and last mixes are faint)
+    merge_gap: int = 10  # gradual transitions closer than this are one (fade out, near-black frames, fade in)
 
 
 def find_events(s: FrameSignals, solid: np.ndarray, rules: EventRules) -> tuple[list[int], list[tuple[int, int]]]:
@@ -125,19 +127,24 @@ def find_events(s: FrameSignals, solid: np.ndarray, rules: EventRules) -> tuple[
         if b - a + 1 >= rules.gradual_min_frames:
             spans.append((a, b))
     spans = _merge(sorted(set(spans)), solid, gap=1)
+    longer = [(a, b) for a, b in spans if b - a + 1 > rules.cut_max_frames or solid[a: b + 1].all()]
     cuts, gradual = [], []
     for a, b in spans:
-        if b - a + 1 <= rules.cut_max_frames and not solid[a: b + 1].all():
-            # The network marks the last frame(s) of the old shot; the cut is the largest change there.
-            lo, hi = max(1, a), min(n - 1, b + 1)
-            c = lo + int(np.argmax(s.jump[lo: hi + 1]))
-            if not _is_flash(s, c, rules.flash_ratio):
-                cuts.append(c)
-        else:
-            a, b = _extend_fade(s, solid, a, b)
-            gradual.append((max(0, a - rules.margin), min(n - 1, b + rules.margin)))
-    gradual = _merge(gradual, solid, gap=1)
-    cuts = [c for c in cuts if not any(a <= c <= b + 1 for a, b in gradual) and 0 < c < n]
+        if (a, b) in longer:
+            continue
+        # The network marks the last frame(s) of the old shot; the cut is the largest change there.
+        lo, hi = max(1, a), min(n - 1, b + 1)
+        c = lo + int(np.argmax(s.jump[lo: hi + 1]))
+        if not _is_flash(s, c, rules.flash_ratio):
+            cuts.append(c)
+    for a, b in _merge(longer, solid, gap=rules.merge_gap):
+        fade = _extend_fade(s, solid, a, b)
+        margin = 0 if fade else rules.margin  # a fade's ends are measured; a dissolve's first mix is faint
+        a, b = fade or (a, b)
+        gradual.append((max(0, a - margin), min(n - 1, b + margin)))
+    gradual = _merge(gradual, solid, gap=rules.merge_gap)
+    # A cut at the edge of a fade is the fade's own first or last frame change (a fade from black).
+    cuts = [c for c in cuts if not any(a - 2 <= c <= b + 3 for a, b in gradual) and 0 < c < n]
     return sorted(set(cuts)), gradual
 
 
@@ -175,26 +182,39 @@ def _is_flash(s: FrameSignals, c: int, ratio: float) -> bool:
     return jump > 0 and min(float(s.skip1[c]), float(s.skip2[c])) <= ratio * jump
 
 
-def _extend_fade(s: FrameSignals, solid: np.ndarray, a: int, b: int) -> tuple[int, int]:
-    """Grow [a, b] over the faint ends of a fade that the network no longer marks: frames where the luma
-    contrast keeps changing by at least ``FADE_STEP`` of itself per frame and the mean moves the same way
-    as inside the transition."""
+def _extend_fade(s: FrameSignals, solid: np.ndarray, a: int, b: int) -> tuple[int, int] | None:
+    """Grow [a, b] over the faint ends of a fade that the network no longer marks.
+
+    A fade scales the picture toward a flat colour ``c`` (the luma of the transition's flattest frame):
+    from one fade frame to the next, luma contrast and the mean's distance to ``c`` shrink or grow by the
+    same factor. Motion changes them independently, so a shot next to a fade is not taken in."""
     std, mean = s.luma_std.astype(np.float64), s.luma_mean.astype(np.float64)
     n = len(std)
-    if abs(std[b] - std[a]) < FADE_STEP * max(std[a], std[b]) * (b - a):
-        return a, b  # contrast did not move through the transition: a dissolve, not a fade
-    sign_std, sign_mean = np.sign(std[b] - std[a]), np.sign(mean[b] - mean[a])
+    flat = a + int(np.argmin(std[a: b + 1]))
+    if std[flat] > FLAT_SHARE * max(std[a], std[b]):
+        return None  # no flat picture inside: a dissolve, not a fade
+    c = mean[flat]
 
-    def fading(i: int, j: int) -> bool:  # frame j follows frame i within the fade
-        step = (std[j] - std[i]) * sign_std
-        return not solid[i] and not solid[j] and step >= FADE_STEP * max(std[i], std[j]) and (
-            (mean[j] - mean[i]) * sign_mean > 0)
+    def scales(outer: int, inner: int) -> bool:  # inner is outer scaled toward c
+        if solid[outer] or std[outer] <= 0 or abs(mean[outer] - c) < 1:
+            return False
+        r_std, r_mean = std[inner] / std[outer], (mean[inner] - c) / (mean[outer] - c)
+        return r_std <= 1 - FADE_STEP and abs(r_mean - r_std) <= 0.5 * (1 - r_std) + 0.01
 
-    while a > 0 and fading(a - 1, a):
-        a -= 1
-    while b + 1 < n and fading(b, b + 1):
-        b += 1
+    if flat == a:  # fading in from a flat picture: frame a-1 is fainter than a
+        while a > 0 and scales(a, a - 1):
+            a -= 1
+    else:  # fading out: frame a-1 is a fainter copy of a-2
+        while a > 1 and scales(a - 2, a - 1):
+            a -= 1
+    if flat == b:  # fading out to a flat picture: frame b+1 is fainter than b
+        while b + 1 < n and scales(b, b + 1):
+            b += 1
+    else:  # fading in: frame b+1 is a fainter copy of b+2
+        while b + 2 < n and scales(b + 2, b + 1):
+            b += 1
     return a, b
 
 
-FADE_STEP = 0.004  # relative contrast change per frame that continues a fade (a 60-frame fade moves ~1.7%)
+FADE_STEP = 0.004  # relative contrast change per frame that continues a fade (a 95-frame fade moves >= 1%)
+FLAT_SHARE = 0.35  # a fade's flattest frame keeps at most this share of the contrast at its ends
