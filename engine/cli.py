@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import traceback
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from rich.console import Console
@@ -33,14 +33,10 @@ def _setup_logging(level: str) -> None:
                         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)])
     for name in ("vde", "engine", *registry.plugin_modules()):
         logging.getLogger(name).setLevel(level.upper())
+    # The environment is enough: transformers reads both when (and only if) a stage imports it, so a
+    # pipeline without models does not pay its import (seconds) at start-up.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "warning")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
 
 
 def _executor(args: argparse.Namespace):
@@ -179,6 +175,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if key in s:
             table.add_row(key, str(s[key]))
     console.print(table)
+    _print_drops(s.get("videos_without_clips", 0), s.get("shots_no_clip", {}))
     timing = Table(title="per-stage time (summed over workers)")
     timing.add_column("stage")
     timing.add_column("seconds", justify="right")
@@ -260,6 +257,7 @@ def _print_summary(summary) -> None:
     for kind, uris in summary.inputs_changed.items():
         console.print(f"inputs {kind} since the last run: {len(uris)}" + (f" ({', '.join(uris[:3])}, ...)"
                                                                          if len(uris) > 3 else f" ({', '.join(uris)})"))
+    _print_drops(summary.videos_without_clips, summary.shots_no_clip)
     if summary.errors_by_cause:
         causes = Table(title="errors by cause")
         causes.add_column("cause")
@@ -267,6 +265,13 @@ def _print_summary(summary) -> None:
         for cause, count in summary.errors_by_cause.items():
             causes.add_row(cause, str(count))
         console.print(causes)
+
+
+def _print_drops(videos: int, shots: dict[str, int]) -> None:
+    """The split's account of what gave no clip: a video or shot never vanishes silently."""
+    if any(shots.values()):
+        why = ", ".join(f"{n} {reason}" for reason, n in shots.items() if n)
+        console.print(f"shots without a clip: {sum(shots.values())} ({why}); videos without a clip: {videos}")
 
 
 def _version() -> str:

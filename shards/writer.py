@@ -28,6 +28,7 @@ import math
 import re
 import uuid
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, ClassVar
 
 import numpy as np
@@ -76,8 +77,27 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# The score stage's content box inside black bars, renamed in the sample json so that it cannot be taken for the
+# bucket crop (``crop_top/left/height/width``, the micro-condition encode applied).
+BORDER_BOX = {"crop_x": "border_box_x", "crop_y": "border_box_y", "crop_w": "border_box_w", "crop_h": "border_box_h"}
+RATE_DENOMINATOR = 1001 * 1000  # NTSC rates (30000/1001) and every integer rate come out exact
+
+
 def sample_json(row: dict) -> bytes:
-    meta = {k: _plain(v) for k, v in row.items() if k not in EXCLUDED and not k.startswith("_")}
+    """The sample's json: its manifest fields, portable (no absolute path of this machine: the input as
+    ``source`` basename next to ``video_id``, ``clip_uri`` relative to the output root), the frame rate as an
+    exact ``fps_rational`` string plus ``fps`` rounded to 6 digits, the border box under unambiguous names."""
+    meta = {BORDER_BOX.get(k, k): _plain(v) for k, v in row.items() if k not in EXCLUDED and not k.startswith("_")}
+    if meta.get("uri") is not None:
+        meta["source"] = str(meta.pop("uri")).rstrip("/").rsplit("/", 1)[-1]
+    clip_uri = meta.get("clip_uri")
+    if isinstance(clip_uri, str) and f"/clips/{row.get('clip_id')}." in clip_uri:
+        meta["clip_uri"] = "clips/" + clip_uri.rsplit("/", 1)[-1]
+    for key in ("fps", "nominal_fps"):
+        if isinstance(meta.get(key), float):
+            rate = Fraction(meta[key]).limit_denominator(RATE_DENOMINATOR)
+            meta[key + "_rational"] = f"{rate.numerator}/{rate.denominator}"
+            meta[key] = round(meta[key], 6)
     return json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
