@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from engine.stage import Stage, StageError, map_rows
-from filters.frames import ClipFrames, iter_batch_frames
+from engine.frames import ClipFrames, FrameRequest, read_frames
 from filters.scorer import MOTION_WIDTH, ClipSample, Scorer, pair_anchors, scaled_size, settings_of, with_fields
 from filters.scorers import frame_scorers
 
@@ -101,8 +101,10 @@ class Score(Stage):
     # -- scoring -----------------------------------------------------------------------------------------
     def process_batch(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
-        clips = {c.row["clip_id"]: c for c in iter_batch_frames(rows, self.frame_indices, self.decode_size,
-                                                                 self.backend)}
+        requests = [FrameRequest(uri=r["uri"], indices=tuple(self.frame_indices(r)), size=self.decode_size(r),
+                                 key=r["clip_id"], decoded_frames=r.get("frames_decoded"), backend=self.backend)
+                    for r in rows]
+        clips = {c.key: c for c in read_frames(requests)}
         scorers = self.scorers()
         return map_rows(batch, self.name, lambda row: self._score(row, clips[row["clip_id"]], scorers))
 

@@ -27,11 +27,12 @@ import numpy as np
 import pyarrow as pa
 
 from filters.scorer import NAN, ClipSample, Column, Declaration, Scorer, Threshold, dense_flow
-from filters.scorers.motion import motion_flows
 
 MOVES = ("static", "pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out", "rotate", "shake",
          "complex")
 PX = "px/frame at 320 px width"
+LOW_CONTRAST = 3.0  # mean |gradient| below which Farneback under-reads motion
+MOVING_CAMERA = 0.25  # px/frame of camera flow from which a low-contrast pair is stretched
 LK = dict(winSize=(21, 21), maxLevel=3, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
 
 
@@ -94,6 +95,37 @@ def camera_models(clip: ClipSample) -> list[PairModel]:
     """The camera model of each of the clip's pairs, fitted once per clip."""
     grey = clip.motion_grey
     return clip.shared("camera_models", lambda: [fit_camera(grey[a], grey[b]) for a, b in clip.pairs])
+
+
+def mean_gradient(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean |gradient| of a grey pair (grey levels per pixel): real footage at 320 px has about 3-20."""
+    fa, fb = a.astype(np.float32), b.astype(np.float32)
+    return 0.25 * sum(float(np.abs(np.diff(f, axis=ax)).mean()) for f in (fa, fb) for ax in (0, 1)
+                      if f.shape[ax] > 1)
+
+
+def stretch_contrast(a: np.ndarray, b: np.ndarray, target_grad: float = LOW_CONTRAST,
+                     max_gain: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
+    """Stretch a pair about its mean until its mean |gradient| reaches ``target_grad`` (gain capped)."""
+    grad = mean_gradient(a, b)
+    if grad >= target_grad or grad <= 0:
+        return a, b
+    gain = min(max_gain, target_grad / grad)
+    mean = 0.5 * (float(a.mean()) + float(b.mean()))
+    return tuple(np.clip((f.astype(np.float32) - mean) * gain + mean, 0, 255).astype(np.uint8)  # type: ignore[return-value]
+                 for f in (a, b))
+
+
+def motion_flows(clip: ClipSample) -> list[np.ndarray]:
+    """The clip's pair flows, a low-contrast pair re-measured stretched when its camera moves (once per clip)."""
+    def compute() -> list[np.ndarray]:
+        flows, grey = list(clip.flows), clip.motion_grey
+        for k, ((a, b), model) in enumerate(zip(clip.pairs, camera_models(clip))):
+            if model.speed >= MOVING_CAMERA and mean_gradient(grey[a], grey[b]) < LOW_CONTRAST:
+                flows[k] = dense_flow(*stretch_contrast(grey[a], grey[b]), clip.flow_method)
+        return flows
+
+    return clip.shared("motion_flows", compute)
 
 
 def object_flow(a: np.ndarray, b: np.ndarray, model: PairModel, flow: np.ndarray, method: str,
