@@ -303,18 +303,36 @@ class ShardPacker:
         return index if isinstance(index, dict) else {}
 
     def _reusable(self, previous: dict, bucket: str, fingerprint: str, count: int) -> list[dict] | None:
-        """The previous index's entries for ``bucket`` if its content is unchanged and its files are whole."""
-        info = previous.get("buckets", {}).get(bucket)
-        if not info or info.get("fingerprint") != fingerprint:
+        """The previous index's entries for ``bucket`` if its content is unchanged and its files are exactly
+        the bytes the index recorded (size and sha256: a same-size corrupted shard is rewritten)."""
+        buckets = previous.get("buckets")
+        info = buckets.get(bucket) if isinstance(buckets, dict) else None
+        if not isinstance(info, dict) or info.get("fingerprint") != fingerprint:
             return None
-        entries = sorted((e for e in previous.get("shards", []) if e.get("bucket") == bucket), key=lambda e: e["path"])
-        if not entries or sum(int(e["count"]) for e in entries) != count:
-            return None
-        for entry in entries:
-            path = join(self.shards_root, entry["path"])
-            if not self.fs.exists(path) or self.fs.size(path) != entry["bytes"]:
+        shards = previous.get("shards") if isinstance(previous.get("shards"), list) else []
+        entries = sorted((e for e in shards if isinstance(e, dict) and e.get("bucket") == bucket),
+                         key=lambda e: str(e.get("path")))
+        try:
+            if not entries or sum(int(e["count"]) for e in entries) != count:
                 return None
+            for entry in entries:
+                path = join(self.shards_root, entry["path"])
+                if not self.fs.exists(path) or self.fs.size(path) != entry["bytes"]:
+                    return None
+                if self._sha256(path) != entry["sha256"]:
+                    log.warning("shards/%s: %s differs from its recorded sha256, rewriting the bucket", bucket,
+                                entry["path"])
+                    return None
+        except (KeyError, TypeError, ValueError):  # an index edited by hand: rebuild rather than trust it
+            return None
         return entries
+
+    def _sha256(self, path: str) -> str:
+        digest = hashlib.sha256()
+        with self.fs.open(path, "rb") as handle:
+            while chunk := handle.read(8 << 20):
+                digest.update(chunk)
+        return digest.hexdigest()
 
     def _bucket_dirs(self) -> set[str]:
         if not self.fs.exists(self.shards_root):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.executors.ray_executor import PART_WRITER_CPUS, _cpu_requests
+from engine.executors.ray_executor import _cpu_requests
 from engine.pipeline import load_pipeline
 
 
@@ -18,7 +18,7 @@ def test_actor_pools_fit_the_cores_of_an_embedded_ray(cores):
     tasks = [c for c, s in zip(got, pipeline.stages) if not s.stateful]
     assert len(actors) >= 5 and tasks
     # one actor of every pool, the part writer and the largest task fit at once
-    assert sum(actors) + PART_WRITER_CPUS + max(tasks) <= cores + 1e-9
+    assert sum(actors) + max(tasks) <= cores + 1e-9
     assert all(0 < g <= a for g, a in zip(got, asked))
     assert got == asked or cores < len(actors) + 1  # nothing is shrunk where everything fits
 
