@@ -32,7 +32,7 @@ STALE_AFTER_S = 15 * 60.0  # a lock whose heartbeat is this old is taken over (h
 HEARTBEAT_S = 60.0
 OBJECT_STORE_SETTLE_S = 1.0  # pause between writing and re-reading a lock on an object store
 # Folders of the output root a run writes (and so must be able to), and where its temporaries can be left.
-RUN_FOLDERS = ("manifest", "manifest/videos", "manifest/clips", "clips", "shards", "_state", "_state/parts",
+RUN_FOLDERS = ("manifest", "manifest/videos", "manifest/clips", "clips", "shards", "_state", "_state/results",
                "_state/latents", "report")
 STORAGE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENOTDIR,
                   errno.EEXIST, errno.EISDIR}

@@ -105,6 +105,11 @@ class Encode(ModelStage):
     batch_size: int = 32  # clips per process_batch call: the span batches are formed across
     resources: Resources = field(default_factory=lambda: Resources(cpus=4, gpus=1))
 
+    @property
+    def reads_optional(self) -> tuple[str, ...]:  # type: ignore[override] - the caption column is a setting
+        """The caption (embedded; "" without one) and the pixel aspect: a stage writing them must come first."""
+        return (self.caption_column, "sar")
+
     def models(self) -> list[ModelRef]:
         from engine.tiny import resolve_name
 
@@ -154,7 +159,12 @@ class Encode(ModelStage):
                                                   "max_tokens", "save_logvar", "save_jpg", "jpg_quality")}
         self._settings = json.dumps(settings, sort_keys=True)
         self._writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="vde-npz")
+        self._reuse_files = self.name not in ctx.fresh  # --force / --from encode: encode again
         self._frames = FrameService(self.decode_threads)
+
+    def teardown(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._frames.close()
 
     # -- per batch ------------------------------------------------------------------------------------------
     def process_batch(self, batch: pa.Table) -> pa.Table:
@@ -220,7 +230,7 @@ class Encode(ModelStage):
     def _reuse(self, row: dict, fingerprint: str) -> dict | None:
         """The row completed from an npz an earlier run wrote with the same settings, or None."""
         path = join(self.root, LATENT_DIR, f"{row['clip_id']}.npz")
-        if not self.fs.exists(path):
+        if not self._reuse_files or not self.fs.exists(path):
             return None
         try:
             with self.fs.open(path, "rb") as handle:
