@@ -18,6 +18,7 @@ is skipped. The default threshold is 10x below ContentDetector's cut threshold (
 from __future__ import annotations
 
 import functools
+from array import array
 import logging
 from dataclasses import dataclass, field
 
@@ -96,8 +97,8 @@ def content_score(hsv: np.ndarray, ref: np.ndarray) -> np.ndarray:
 class Predictions:
     """Per-frame network output, filled as the stream goes."""
 
-    one_hot: list[float] = field(default_factory=list)  # P(a transition is centred at this frame)
-    many_hot: list[float] = field(default_factory=list)  # P(this frame is part of a transition)
+    one_hot: array = field(default_factory=lambda: array("f"))  # P(a transition is centred at this frame)
+    many_hot: array = field(default_factory=lambda: array("f"))  # P(this frame is part of a transition)
     windows: int = 0  # windows in the video
     gated: int = 0  # windows the gate let skip the network
 
@@ -189,8 +190,8 @@ class StreamingTransNet:
         while self._emitted in self._out_one:
             k = self._emitted
             keep = min(STEP, self._count - k * STEP)  # the last window's padding predicts no frame
-            self.predictions.one_hot.extend(self._out_one.pop(k)[:keep].tolist())
-            self.predictions.many_hot.extend(self._out_many.pop(k)[:keep].tolist())
+            self.predictions.one_hot.extend(self._out_one.pop(k)[:keep])
+            self.predictions.many_hot.extend(self._out_many.pop(k)[:keep])
             self._emitted += 1
 
 
