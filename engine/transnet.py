@@ -159,6 +159,7 @@ class StreamingTransNet:
             zeros = np.zeros(STEP, np.float32)
             self._out_one[k], self._out_many[k] = zeros, zeros
             self.predictions.gated += 1
+            self._flush()  # windows waiting for a batch are not held across a still stretch
         else:
             self._pending.append(np.stack([self._rgb[i] for i in indices]))
             self._pending_slots.append(k)
