@@ -87,6 +87,9 @@ class Caption(ModelStage):
     def plan(self, row: dict) -> FramePlan:
         return plan_clip(row, self.vlm, self.frames, self.max_pixels, self.min_pixels, self.fps, self.max_frames)
 
+    def teardown(self) -> None:
+        self.feeder.close()
+
     def process_batch(self, batch: pa.Table) -> pa.Table:
         from captioners.vlm import ClipFrames
 

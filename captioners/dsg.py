@@ -97,6 +97,9 @@ class DSGVideo(ModelStage):
                        else TextLLM.from_vlm(self.model))
         self.feeder = FrameFeeder(self.decode_threads)
 
+    def teardown(self) -> None:
+        self.feeder.close()
+
     def process_batch(self, batch: pa.Table) -> pa.Table:
         rows = [dict(r) for r in batch.to_pylist()]
         todo = [i for i, r in enumerate(rows) if r.get("caption") and in_sample(r["clip_id"], self.sample_fraction)]

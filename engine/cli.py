@@ -8,34 +8,30 @@ traceback is shown only with ``--log-level DEBUG``.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
-import traceback
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from engine import registry
+
 log = logging.getLogger("vde")
 console = Console(stderr=True)
 
 DEMO_OUTPUT = "vde-demo"  # relative to where vde runs; ignored by git in a checkout (.gitignore)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-# Packages that add their own subcommands (``register(subparsers)``), imported only if present.
-SUBCOMMAND_MODULES = ("stiv.cli", "shards.cli", "dashboard.cli")
-
-
-OUR_LOGGERS = ("vde", "engine", "filters", "captioners", "shards", "stiv", "dashboard")
 
 
 def _setup_logging(level: str) -> None:
     # Libraries (open_clip, transformers, ray) log at WARNING and up; vde's own packages at ``level``.
     logging.basicConfig(level=logging.WARNING, format="%(message)s", datefmt="[%X]",
                         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)])
-    for name in OUR_LOGGERS:
+    for name in ("vde", "engine", *registry.plugin_modules()):
         logging.getLogger(name).setLevel(level.upper())
     # The environment is enough: transformers reads both when (and only if) a stage imports it, so a
     # pipeline without models does not pay its import (seconds) at start-up.
@@ -60,6 +56,11 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--on-error", choices=("record", "raise"), default="record",
                         help="record: a broken input becomes an error row; raise: stop on unexpected exceptions")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print which stages would run on how many videos/clips and what is reused; do nothing")
+    parser.add_argument("--force", action="store_true", help="recompute every stage, reusing no stored result")
+    parser.add_argument("--from", dest="from_stage", metavar="STAGE", default=None,
+                        help="recompute this stage and every later one; reuse the stages before it")
 
 
 def _load_pipeline(name: str):
@@ -89,14 +90,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipeline = _load_pipeline(args.pipeline)
     if pipeline is None:
         return 2
-    from engine.lock import STORAGE_ERRNOS, OutputError, guard_output, storage_message
+    from engine.lock import STORAGE_ERRNOS, guard_output, storage_message
+    from engine.run import RunRequestError
     from engine.stage import EnvironmentFault
+
+    def show_plan(plan) -> None:
+        title = "plan (dry run: nothing is done)" if args.dry_run else "plan"
+        console.print(f"[bold]{title}[/bold]\n" + "\n".join(f"  {line}" for line in plan.describe()))
 
     executor = _executor(args)
     try:
         with guard_output(args.output):
-            summary = run_pipeline(pipeline, args.input, args.output, executor, on_error=args.on_error)
-    except (FileNotFoundError, OutputError) as exc:
+            summary = run_pipeline(pipeline, args.input, args.output, executor, on_error=args.on_error,
+                                   force=args.force, from_stage=args.from_stage, dry_run=args.dry_run,
+                                   on_plan=show_plan)
+    except RunRequestError as exc:
         _fail(str(exc))
         return 2
     except OSError as exc:  # storage failing mid-run (disk full, remounted read-only): say so, no traceback
@@ -112,13 +120,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if hasattr(executor, "shutdown"):
             executor.shutdown()
+    if args.dry_run:
+        for kind, uris in summary.inputs_changed.items():
+            console.print(f"inputs {kind} since the last run: {len(uris)}")
+        return 0
     _print_summary(summary)
     return 0 if summary.videos_ok or summary.videos == 0 else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from engine.lock import OutputError, guard_output
-    from engine.samples import write_demo_videos
+    from engine.synthetic import write_demo_videos
 
     out = Path(args.output)
     try:
@@ -132,23 +144,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _fail(str(exc))
         return 2
     if status == 0 and not args.no_report:
-        try:
-            from dashboard.report import build_report
-        except ImportError:
-            return status
-        log.info("report: %s", build_report(str(out)))
+        for name, target in registry.entry_points(registry.REPORTS).items():
+            try:
+                build = registry.load(target)
+            except ImportError as exc:
+                log.info("no %s report: %s", name, exc)
+                continue
+            log.info("report: %s", build(str(out)))
     return status
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from engine.generation import IncompleteOutput, state
     from engine.manifest import Manifest
-    from engine.run import RUN_FILE
 
     manifest = Manifest(args.output)
-    if not manifest.exists(RUN_FILE):
-        console.print(f"[red]{args.output} holds no finished run ({RUN_FILE} missing)[/red]")
+    current = state(args.output)
+    try:
+        run = current.require(args.output)
+    except IncompleteOutput as exc:
+        console.print(f"[red]{exc}[/red]")
         return 2
-    run = manifest.read_json(RUN_FILE)
+    if current.note():
+        console.print(f"[yellow]{current.note()}[/yellow]")
     s = run["summary"]
     table = Table(title=f"{args.output} — pipeline '{run['pipeline']['name']}' ({run['executor']})")
     table.add_column("what")
@@ -236,6 +254,9 @@ def _print_summary(summary) -> None:
     table.add_row(*(str(v) for v in (summary.videos, summary.videos_ok, summary.videos_error, summary.clips_error,
                                       summary.skipped, summary.clips, summary.kept)), f"{summary.seconds:.1f}")
     console.print(table)
+    for kind, uris in summary.inputs_changed.items():
+        console.print(f"inputs {kind} since the last run: {len(uris)}" + (f" ({', '.join(uris[:3])}, ...)"
+                                                                         if len(uris) > 3 else f" ({', '.join(uris)})"))
     _print_drops(summary.videos_without_clips, summary.shots_no_clip)
     if summary.errors_by_cause:
         causes = Table(title="errors by cause")
@@ -314,12 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     stages.add_argument("name", nargs="?", default=None, help="a stage name (probe, split, ...)")
     stages.set_defaults(func=cmd_stages)
 
-    for name in SUBCOMMAND_MODULES:
+    for target in registry.entry_points(registry.COMMANDS).values():
         try:
-            module = importlib.import_module(name)
-        except ImportError:
+            register = registry.load(target)
+        except ImportError:  # a plugin whose optional dependencies are not installed
             continue
-        module.register(sub)
+        register(sub)
     return parser
 
 

@@ -7,7 +7,8 @@ whose timestamps name its frames), ``encode`` (a libx264 re-encode of exactly th
 own timing, VFR kept, timestamps checked to increase), ``encode-cfr`` (a re-encode with constant-rate
 timestamps regenerated from presentation order, for sources whose timestamps cannot be used, such as AVI with
 packed B-frames). A clip no step can write becomes an error row that says why each step failed. Files are
-written to a temporary name and renamed, so a resumed run keeps finished files and redoes partial ones.
+written to a temporary name and renamed, so no reader sees half a file; a resumed run skips the clips whose
+results the stage stored and writes the others again.
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ class WriteClips(Stage):
             return row
         target = join(self.root, "clips", f"{row['clip_id']}.mp4")
         uri = join(self.out_uri, "clips", f"{row['clip_id']}.mp4")
-        if self.fs.exists(target):  # written by an earlier (interrupted) run: renamed into place, so whole
-            return {**row, "clip_uri": uri, "clip_bytes": int(self.fs.size(target)), "clip_written_by": "earlier run"}
+        # A file already there is written again: only the stage's stored result (engine.results) says which
+        # settings made a file, and the row must not depend on whether an earlier run got this far.
         try:
             with local_copy(row["uri"]) as path:
                 data, how = cut_clip(path, row["start_frame"], row["end_frame"], self.mode, self.crf,
@@ -93,7 +94,8 @@ def cut_clip(path: str, start: int, end: int, mode: str = "auto", crf: int = 18,
         if mode == "copy" and not exact_copy:
             raise VideoError(f"frame {start} does not start a stream copy that decodes to exactly the clip's frames "
                              "(not a keyframe, or the stream reorders frames; use mode: encode)")
-        steps = (["copy"] if exact_copy and mode != "encode" else []) + ([] if mode == "copy" else ["encode", "encode-cfr"])
+        steps = ["copy"] if exact_copy and mode != "encode" else []
+        steps += [] if mode == "copy" else ["encode", "encode-cfr"]
         failures = []
         for step in steps:
             if step == "encode" and not reader.by_timestamp:

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
+from engine.errors import UserError
 from engine.io import TEMP_PREFIX, fsync_dir, is_local_fs, join, output_fs, write_atomic
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ STALE_AFTER_S = 15 * 60.0  # a lock whose heartbeat is this old is taken over (h
 HEARTBEAT_S = 60.0
 OBJECT_STORE_SETTLE_S = 1.0  # pause between writing and re-reading a lock on an object store
 # Folders of the output root a run writes (and so must be able to), and where its temporaries can be left.
-RUN_FOLDERS = ("manifest", "manifest/videos", "manifest/clips", "clips", "shards", "_state", "_state/parts",
+RUN_FOLDERS = ("manifest", "manifest/videos", "manifest/clips", "clips", "shards", "_state", "_state/results",
                "_state/latents", "report")
 STORAGE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENOTDIR,
                   errno.EEXIST, errno.EISDIR}
@@ -40,7 +41,7 @@ _held: dict[str, int] = {}  # lock paths this process holds -> nesting depth (vd
 _held_guard = threading.Lock()
 
 
-class OutputError(Exception):
+class OutputError(UserError):
     """The output cannot be used (in use by another run, not writable, a file where a folder must be)."""
 
 

@@ -1,16 +1,14 @@
-"""Manifests and resume.
+"""Manifests.
 
-Executors hand every finished batch to ``Manifest.write_part``, which writes it as a Parquet part under
-``<out>/_state/parts/`` (temporary name, then rename; the name is a hash of the rows' keys, so a retried
-batch overwrites itself). Every row carries ``clips_in_video``, so a video is complete exactly when all
-its clips (or its one clip-less row) are in some part: ``completed_videos`` is what a rerun skips.
-``compact`` then writes ``manifest/videos`` and ``manifest/clips``: rows of complete videos only, one per
-key, sorted — so a killed run, rerun, ends with exactly the manifest of an uninterrupted one.
+Executors hand every finished batch back to the run (``engine.run``); ``compact`` turns the run's rows into
+``manifest/videos`` and ``manifest/clips``: one row per key, sorted, timing and bookkeeping columns (``_*``)
+left out, so the manifest depends on the inputs and the pipeline only, never on how the run went (a killed
+run, rerun, gives the bytes of an uninterrupted one). Resume lives in the stages' stored results
+(``engine.results``), not here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -21,11 +19,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.io import join, output_fs, write_atomic
-from engine.stage import CLIPS_IN_VIDEO, ERROR, ERROR_COLUMNS, TIMING_PREFIX
+from engine.stage import CLIPS_IN_VIDEO, ERROR, ERROR_COLUMNS, RAN_PREFIX, TIMING_PREFIX, conform
 
 log = logging.getLogger(__name__)
 
-PARTS = "_state/parts"
 ROWS_PER_FILE = 500_000
 
 
@@ -34,93 +31,49 @@ def _key(video_id: str, clip_id: str | None) -> str:
 
 
 class Manifest:
-    def __init__(self, output: str, parts: str = PARTS):
+    def __init__(self, output: str):
         self.output = output.rstrip("/")
         self.fs, self.root = output_fs(output)
-        self.parts = parts  # where this manifest's parts live (stages after a barrier keep their own)
-
-    # -- parts ---------------------------------------------------------------------------------------------
-    def write_part(self, table: pa.Table) -> str:
-        if table.num_rows == 0:
-            return ""
-        clip_ids = table.column("clip_id").to_pylist() if "clip_id" in table.column_names else [None] * table.num_rows
-        keys = sorted(_key(v, c) for v, c in zip(table.column("video_id").to_pylist(), clip_ids))
-        name = hashlib.sha1("\n".join(keys).encode()).hexdigest()[:20]
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd")
-        path = join(self.root, self.parts, f"{name}.parquet")
-        write_atomic(self.fs, path, buffer.getvalue())
-        return path
-
-    def part_paths(self) -> list[str]:
-        folder = join(self.root, self.parts)
-        if not self.fs.exists(folder):
-            return []
-        return sorted(p for p in self.fs.ls(folder, detail=False) if p.endswith(".parquet") and "/.tmp-" not in p)
-
-    def _read_parts(self, columns: list[str] | None = None) -> pa.Table | None:
-        tables = []
-        for path in self.part_paths():
-            with self.fs.open(path, "rb") as handle:
-                table = pq.read_table(handle, columns=columns)
-            tables.append(table)
-        if not tables:
-            return None
-        return pa.concat_tables(tables, promote_options="permissive")
-
-    def completed_videos(self) -> set[str]:
-        """Videos whose every clip is already in a part: a rerun skips them."""
-        table = self._read_parts()
-        if table is None:
-            return set()
-        if CLIPS_IN_VIDEO not in table.column_names:
-            return set()
-        seen: dict[str, set[str]] = defaultdict(set)
-        expected: dict[str, int] = {}
-        for vid, cid, n in zip(table.column("video_id").to_pylist(), table.column("clip_id").to_pylist(),
-                               table.column(CLIPS_IN_VIDEO).to_pylist()):
-            if n is None:  # failed before the splitter: the error row is the whole video
-                expected[vid] = 0
-                continue
-            expected[vid] = n
-            if cid is not None:
-                seen[vid].add(cid)
-        return {vid for vid, n in expected.items() if len(seen[vid]) >= n}
 
     # -- final manifest ---------------------------------------------------------------------------------
-    def compact(self, video_columns: list[str], video_stages: tuple[str, ...] = (), write: bool = True
-                ) -> tuple[pa.Table, pa.Table, dict[str, float]]:
-        """Write manifest/videos and manifest/clips from the parts (unless ``write`` is false); return them and
-        the stage timings. ``video_stages`` ran before the splitter: their seconds are counted once per video,
-        not per clip."""
-        table = self._read_parts()
-        if table is None:
-            raise RuntimeError(f"no results under {self.output}/{self.parts}: nothing was processed")
-        complete = self.completed_videos()
-        table = table.filter(pa.array([v in complete for v in table.column("video_id").to_pylist()]))
+    def compact(self, table: pa.Table, schema: dict[str, pa.DataType], video_columns: list[str],
+                video_stages: tuple[str, ...] = (), write: bool = True
+                ) -> tuple[pa.Table, pa.Table, dict[str, float], dict[str, int]]:
+        """manifest/videos and manifest/clips from the run's rows (written unless ``write`` is False); returns
+        them, the seconds per stage and the rows each stage computed in this run. Columns come in ``schema``'s
+        order with its types, whatever order the run's batches had. ``video_stages`` ran before the splitter:
+        their numbers are counted once per video, not once per clip."""
+        schema = {**schema, "clip_id": schema.get("clip_id", pa.string())}
+        table = conform(table, schema)
+        table = table.select([*schema, *sorted(c for c in table.column_names if c not in schema)])
+        table = table.cast(pa.schema([pa.field(f.name, schema.get(f.name, f.type)) for f in table.schema]))
         keys = [_key(v, c) for v, c in zip(table.column("video_id").to_pylist(), table.column("clip_id").to_pylist())]
         first: dict[str, int] = {}
         for i, k in enumerate(keys):
             first.setdefault(k, i)
         table = table.take(sorted(first.values()))
 
-        timing_cols = [c for c in table.column_names if c.startswith(TIMING_PREFIX)]
+        timing_cols = [c for c in table.column_names if c.startswith("_")]
         clip_rows = table.filter(pc.is_valid(table.column("clip_id")))
         video_rows = self._video_rows(table, [c for c in video_columns if c in table.column_names])
-        timings = {}
+        timings: dict[str, float] = {}
+        computed: dict[str, int] = {}
         one_per_video = table.take(sorted({v: i for i, v in enumerate(table.column("video_id").to_pylist())}.values()))
         for col in timing_cols:
-            stage = col[len(TIMING_PREFIX):]
-            # a video-level stage's time per video was copied onto each of its clip rows by the splitter
-            source = one_per_video if stage in video_stages else table
-            timings[stage] = float(pc.sum(pc.fill_null(source.column(col), 0.0)).as_py() or 0.0)
+            for prefix, into in ((TIMING_PREFIX, timings), (RAN_PREFIX, computed)):
+                if col.startswith(prefix):
+                    stage = col[len(prefix):]
+                    # a video-level stage's numbers per video were copied onto each of its clips by the splitter
+                    source = one_per_video if stage in video_stages else table
+                    total = pc.sum(pc.fill_null(source.column(col), 0)).as_py() or 0
+                    into[stage] = float(total) if into is timings else int(total)
         clips = clip_rows.drop_columns(timing_cols).sort_by([("video_id", "ascending"), ("start_frame", "ascending")])
         videos = video_rows.drop_columns([c for c in timing_cols if c in video_rows.column_names])
         videos = videos.sort_by([("video_id", "ascending")])
         if write:
             self.write_table("videos", videos)
             self.write_table("clips", clips)
-        return videos, clips, timings
+        return videos, clips, timings, computed
 
     def add_clip_columns(self, clips: pa.Table, added: pa.Table) -> pa.Table:
         """Join ``added`` (keyed by clip_id) into the clips manifest and rewrite it."""
@@ -141,9 +94,8 @@ class Manifest:
     def _video_rows(self, table: pa.Table, video_columns: list[str]) -> pa.Table:
         """One row per video: its metadata, its status (error if it produced an error before splitting) and
         its clip count."""
-        pre_split_timing = [c for c in table.column_names if c.startswith(TIMING_PREFIX) and c in video_columns]
-        columns = list(dict.fromkeys([*video_columns, *pre_split_timing, CLIPS_IN_VIDEO] if CLIPS_IN_VIDEO in
-                                     table.column_names else [*video_columns, *pre_split_timing]))
+        columns = list(dict.fromkeys([*video_columns, CLIPS_IN_VIDEO] if CLIPS_IN_VIDEO in table.column_names
+                                     else video_columns))
         ids = table.column("video_id").to_pylist()
         clip_ids = table.column("clip_id").to_pylist() if "clip_id" in table.column_names else [None] * len(ids)
         chosen: dict[str, int] = {}
@@ -168,7 +120,8 @@ class Manifest:
         written = []
         for index, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_FILE)):
             buffer = io.BytesIO()
-            pq.write_table(table.slice(start, ROWS_PER_FILE), buffer, compression="zstd")
+            # one chunk per column: Parquet's pages follow Arrow's chunks, which follow how the run was batched
+            pq.write_table(table.slice(start, ROWS_PER_FILE).combine_chunks(), buffer, compression="zstd")
             path = join(folder, f"part-{index:05d}.parquet")
             write_atomic(self.fs, path, buffer.getvalue())
             written.append(path)

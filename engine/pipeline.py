@@ -373,6 +373,11 @@ def _check_columns(pipeline: Pipeline, known: dict[str, str]) -> list[str]:
                 writers = [n for n in known if column in stage_class(n).adds]
                 hint = f"; add a stage that writes it before this one ({', '.join(writers)})" if writers else ""
                 problems.append(f"stages[{i}] ({stage.name}) reads column '{column}', which no earlier stage writes{hint}")
+        for column in stage.reads_optional:
+            later = [f"stages[{j}] ({s.name})" for j, s in enumerate(pipeline.stages) if j > i and column in s.adds]
+            if later:
+                problems.append(f"stages[{i}] ({stage.name}) reads column '{column}', which {later[0]} writes after "
+                                f"it; move {stage.name} after {later[0].split(' ')[1][1:-1]}")
         available.update(stage.adds)
     if not fan_outs and not problems:  # the manifest and every clip stage work on the clips the splitter makes
         problems.append("the pipeline has no splitting stage: add '- stage: split' after probe")

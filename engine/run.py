@@ -1,29 +1,45 @@
-"""One run: list inputs, skip finished videos, execute, compact the manifest, write the run summary."""
+"""One run: list and identify inputs, plan from stored results, execute what changed, commit the generation.
+
+The plan walks the stages over their stored results (engine.results): what each will reuse and compute.
+Videos with nothing left to compute are finished from the store on the driver; the others go to the
+executor, whose stages reuse what they can and store what they compute. The run then commits one generation
+(engine.generation): manifests, the stages' finalize outputs (funnel, shards, ...), ``run.json`` last.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import platform
 import time
+import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine import generation
 from engine.barrier import run_segments
-from engine.io import VIDEO_EXTENSIONS, InputError, fingerprint, list_inputs, mark_duplicates
+from engine.content import ContentIds
+from engine.generation import RUN_FILE
+from engine.io import VIDEO_EXTENSIONS, InputError, _http_cause, _protocol, check_regular, list_inputs, mark_duplicates
 from engine.manifest import Manifest, error_counts
 from engine.pipeline import Pipeline
-from engine.stage import BASE_COLUMNS, ERROR, OK, RunContext, describe, error_fields
+from engine.results import PENDING, Plan, ResultStore, make_plan, prune, settings, stage_fingerprints, store_name
+from engine.stage import BASE_COLUMNS, ERROR, OK, RunContext, conform, describe, error_fields
 
 log = logging.getLogger(__name__)
 
-RUN_FILE = "run.json"
 VERSIONED = ("vde", "ray", "av", "decord", "scenedetect-headless", "opencv-python-headless", "pyarrow", "torch",
              "transformers", "open_clip_torch", "diffusers", "webdataset", "rapidocr")
+
+
+class RunRequestError(ValueError):
+    """A run option that cannot be honoured (e.g. ``--from`` a stage the pipeline lacks)."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -32,26 +48,37 @@ class RunSummary:
     videos_ok: int
     videos_error: int  # videos that failed before they were split (input faults)
     clips_error: int  # clips that failed in a stage after the split
-    skipped: int  # finished by an earlier run, not processed again
+    skipped: int  # videos with nothing to compute: every stage's result was stored already
     clips: int
     kept: int
     seconds: float
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    stage_rows: dict[str, int] = field(default_factory=dict)  # rows each stage computed in this run (0: all reused)
     errors_by_cause: dict[str, int] = field(default_factory=dict)  # "stage: cause" -> videos and clips
     errors_by_kind: dict[str, int] = field(default_factory=dict)  # input / unexpected -> videos and clips
+    inputs_changed: dict[str, list[str]] = field(default_factory=dict)  # added / removed / replaced since the last run
+    plan: list[str] = field(default_factory=list)  # what the run set out to compute and reuse
     videos_without_clips: int = 0  # split videos that gave no clip (see shots_no_clip for why)
     shots_no_clip: dict[str, int] = field(default_factory=dict)  # the split's reason -> shots that gave no clip
     output: str = ""
 
 
-def ingest(uris: list[str], threads: int = 16) -> pa.Table:
+def ingest(uris: list[str], ids: ContentIds, threads: int = 16) -> pa.Table:
     """One row per input with a content-derived id. An input that cannot be read becomes an error row
     (its id then derives from the URI) instead of stopping the run."""
-    import hashlib
+
+    def identify(uri: str) -> tuple[str, int]:
+        check_regular(uri)
+        try:
+            return ids.identify(uri)
+        except OSError as exc:  # fsspec reports HTTP failures as file errors: say what happened
+            if _protocol(uri) in ("http", "https"):
+                raise InputError(_http_cause(exc)) from None
+            raise
 
     def one(uri: str) -> dict:
         try:
-            vid, size = fingerprint(uri)
+            vid, size = identify(uri)
             return {"uri": uri, "video_id": vid, "bytes": size, "status": OK}
         except Exception as exc:  # noqa: BLE001 - any unreadable input is data
             vid = "uri-" + hashlib.sha256(uri.encode()).hexdigest()[:12]
@@ -73,8 +100,32 @@ def versions() -> dict[str, str]:
     return found
 
 
-def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_error: str = "record") -> RunSummary:
+def input_changes(manifest: Manifest, videos: pa.Table) -> dict[str, list[str]]:
+    """Inputs added, removed or replaced (same URI, other content) since the current generation."""
+    try:
+        previous = manifest.read("videos").select(["uri", "video_id"]).to_pylist()
+    except (FileNotFoundError, OSError, KeyError, ValueError, pa.ArrowInvalid):
+        return {}
+    before = {r["uri"]: r["video_id"] for r in previous}
+    now = dict(zip(videos.column("uri").to_pylist(), videos.column("video_id").to_pylist()))
+    changes = {"added": sorted(set(now) - set(before)), "removed": sorted(set(before) - set(now)),
+               "replaced": sorted(u for u in set(now) & set(before) if now[u] != before[u])}
+    return {k: v for k, v in changes.items() if v}
+
+
+def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_error: str = "record",
+                 force: bool = False, from_stage: str | None = None, dry_run: bool = False,
+                 on_plan: Callable[[Plan], None] | None = None) -> RunSummary:
+    """Run ``pipeline`` over ``inputs`` into ``output``, recomputing only what changed.
+
+    ``force`` recomputes every stage, ``from_stage`` that stage and every later one; ``dry_run`` stops after
+    the plan (``on_plan`` sees it before any work starts) and writes nothing."""
     started = time.time()
+    stages = pipeline.stages
+    names = [s.name for s in stages]
+    if from_stage is not None and from_stage not in names:
+        raise RunRequestError(f"--from {from_stage}: the pipeline has no such stage (its stages: {', '.join(names)})")
+    first_fresh = 0 if force else names.index(from_stage) if from_stage is not None else len(stages)
     manifest = Manifest(output)
     uris = list_inputs(inputs)
     if not uris:
@@ -82,40 +133,94 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
 
         raise UserError(f"no videos in '{inputs}' (looked for {', '.join(VIDEO_EXTENSIONS[:4])}, ...); give a folder "
                         "of videos, a glob, a .txt list of URIs or one video")
-    videos = ingest(uris)
-    done = manifest.completed_videos()
-    todo = videos.filter(pa.array([v not in done for v in videos.column("video_id").to_pylist()]))
-    log.info("%d inputs, %d already finished, %d to process", videos.num_rows, videos.num_rows - todo.num_rows,
-             todo.num_rows)
-    ctx = RunContext(output=output, on_error=on_error)
+    ids = ContentIds(output)
+    videos = ingest(uris, ids)
+    fingerprints = stage_fingerprints(stages)
+    schemas = [pipeline.schema_after(i) for i in range(len(stages))]
+    stores = [None if i >= first_fresh else ResultStore(output, s, fp, schema).load()
+              for i, (s, fp, schema) in enumerate(zip(stages, fingerprints, schemas))]
+    plan = make_plan(stages, schemas, videos, stores)
+    changes = input_changes(manifest, videos)
+    if on_plan is not None:
+        on_plan(plan)
+    if dry_run:
+        return _summary(videos, videos.slice(0, 0), videos.slice(0, 0), {}, {}, plan, changes, started, output)
+
+    run_id = uuid.uuid4().hex[:12]
+    marker = generation.begin(output, run_id)
+    ids.save()
+    # Results of other fingerprints describe files the current stages rewrite in place: drop them.
+    prune(output, {store_name(s, fp) for i, (s, fp) in enumerate(zip(stages, fingerprints)) if i < first_fresh})
+    ctx = RunContext(output=output, on_error=on_error, run_id=run_id, fingerprints=tuple(fingerprints),
+                     fresh=frozenset(names[first_fresh:]))
+    pending = plan.pending_videos
+    finished = plan.table.filter(pc.invert(plan.table.column(PENDING))).drop_columns([PENDING])
+    def pending_mask(table: pa.Table) -> pa.Array:
+        return pa.array([v in pending for v in table.column("video_id").to_pylist()], pa.bool_())
+
+    finished = finished.filter(pc.invert(pending_mask(finished)))
+    todo = videos.filter(pending_mask(videos))
+    log.info("%d inputs: %d to process, %d finished from stored results", videos.num_rows, todo.num_rows,
+             videos.num_rows - todo.num_rows)
     split_at = pipeline.fan_out_index
-    video_stages = tuple(s.name for s in pipeline.stages[:split_at]) if split_at is not None else ()
-    video_table, clips, stage_seconds = run_segments(pipeline, todo, ctx, executor, manifest, video_stages)
-    for stage in pipeline.stages:
+    video_stages = tuple(s.name for s in stages[:split_at]) if split_at is not None else ()
+
+    def first_segment(segment: Pipeline, part: RunContext) -> pa.Table:
+        tables = [finished]
+        if todo.num_rows:
+            executor.run(segment, todo, part, tables.append)
+        return pa.concat_tables([t for t in tables if t.num_rows] or [finished], promote_options="permissive")
+
+    def clips_after(rows: pa.Table, index: int) -> pa.Table:
+        return manifest.compact(rows, schemas[index], pipeline.video_columns(), video_stages, write=False)[1]
+
+    try:
+        table, barrier_seconds = run_segments(pipeline, first_segment, ctx, executor, clips_after)
+    except BaseException as exc:
+        generation.set_phase(output, marker, generation.FAILED, describe(exc))
+        raise
+    missing = set(videos.column("video_id").to_pylist()) - set(table.column("video_id").to_pylist())
+    if missing:
+        raise RuntimeError(f"the executor lost {len(missing)} video(s), e.g. {sorted(missing)[:3]}")
+
+    generation.set_phase(output, marker, generation.COMMITTING)
+    video_table, clips, stage_seconds, stage_rows = manifest.compact(table, schemas[-1], pipeline.video_columns(),
+                                                                     video_stages)
+    stage_seconds.update(barrier_seconds)
+    for stage in stages:
         if stage.finalizes and not stage.barrier:  # a barrier's finalize ran between the stages
             begun = time.perf_counter()
             added = stage.finalize(ctx, clips)
             stage_seconds[f"{stage.name} (finalize)"] = time.perf_counter() - begun
             if added is not None and added.num_rows:
                 clips = manifest.add_clip_columns(clips, added)
-    # kept: clips that went through every stage without error and that no filter dropped
-    kept_mask = pc.equal(clips.column("status"), OK)
-    if "keep" in clips.column_names:
-        kept_mask = pc.and_(kept_mask, pc.fill_null(clips.column("keep"), True))
-    kept = int(pc.sum(pc.fill_null(kept_mask, False).cast(pa.int64())).as_py() or 0)
-    n_error = int(pc.sum(pc.equal(video_table.column("status"), ERROR).cast(pa.int64())).as_py() or 0)
-    n_clip_error = int(pc.sum(pc.equal(clips.column("status"), ERROR).cast(pa.int64())).as_py() or 0) \
-        if clips.num_rows else 0
-    summary = RunSummary(
-        videos=video_table.num_rows, videos_ok=video_table.num_rows - n_error, videos_error=n_error,
-        clips_error=n_clip_error, skipped=videos.num_rows - todo.num_rows, clips=clips.num_rows, kept=kept,
-        seconds=time.time() - started, stage_seconds=stage_seconds,
-        errors_by_cause=error_counts([video_table, clips], "cause"),
-        errors_by_kind=error_counts([video_table, clips], "kind"), output=output,
-        **_shot_drops(video_table, clips),
-    )
-    _write_run_file(manifest, pipeline, inputs, executor, summary, started)
+    summary = _summary(videos, video_table, clips, stage_seconds, {n: stage_rows.get(n, 0) for n in names}, plan,
+                       changes, started, output)
+    _write_run_file(manifest, pipeline, fingerprints, inputs, executor, summary, started, marker)
+    generation.finish(output)
     return summary
+
+
+def _summary(videos: pa.Table, video_table: pa.Table, clips: pa.Table, stage_seconds: dict, stage_rows: dict,
+             plan: Plan, changes: dict, started: float, output: str) -> RunSummary:
+    def count(table: pa.Table, mask) -> int:  # noqa: ANN001 - a boolean array
+        return int(pc.sum(pc.fill_null(mask, False).cast(pa.int64())).as_py() or 0) if table.num_rows else 0
+
+    # kept: clips that went through every stage without error and that no filter dropped
+    kept_mask = pc.equal(clips.column("status"), OK) if clips.num_rows else None
+    if clips.num_rows and "keep" in clips.column_names:
+        kept_mask = pc.and_(kept_mask, pc.fill_null(clips.column("keep"), True))
+    n_error = count(video_table, pc.equal(video_table.column("status"), ERROR)) if video_table.num_rows else 0
+    return RunSummary(
+        videos=video_table.num_rows, videos_ok=video_table.num_rows - n_error, videos_error=n_error,
+        clips_error=count(clips, pc.equal(clips.column("status"), ERROR)) if clips.num_rows else 0,
+        skipped=videos.num_rows - len(plan.pending_videos), clips=clips.num_rows,
+        kept=count(clips, kept_mask) if clips.num_rows else 0, seconds=time.time() - started,
+        stage_seconds=stage_seconds, stage_rows=stage_rows,
+        errors_by_cause=error_counts([video_table, clips], "cause"),
+        errors_by_kind=error_counts([video_table, clips], "kind"), inputs_changed=changes, plan=plan.describe(),
+        output=output, **_shot_drops(video_table, clips),
+    )
 
 
 def _shot_drops(videos: pa.Table, clips: pa.Table) -> dict:
@@ -133,17 +238,22 @@ def _shot_drops(videos: pa.Table, clips: pa.Table) -> dict:
                               for c in reasons}}
 
 
-def _write_run_file(manifest: Manifest, pipeline: Pipeline, inputs: str, executor, summary: RunSummary,
-                    started: float) -> None:
+def _write_run_file(manifest: Manifest, pipeline: Pipeline, fingerprints: list[str], inputs: str, executor,
+                    summary: RunSummary, started: float, marker: dict) -> None:
+    """The generation record, written last: its rename is the commit."""
     history = []
     if manifest.exists(RUN_FILE):
         previous = manifest.read_json(RUN_FILE)
         history = previous.get("history", []) + [{k: previous.get(k) for k in ("started", "finished", "summary")}]
-    from dataclasses import asdict
-
     manifest.write_json(RUN_FILE, {
+        "generation": marker["generation"],
+        "run_id": marker["run_id"],
         "pipeline": {"name": pipeline.name, "source": pipeline.source, "text": pipeline.text,
                      "stages": [{"stage": s.name, **s.config()} for s in pipeline.stages]},
+        # which settings produced which columns: every column of the manifest names the stage result behind it
+        "columns": [{"stage": s.name, "fingerprint": fp, "settings": settings(s), "columns": sorted(s.adds),
+                     "computed_rows": summary.stage_rows.get(s.name, 0)}
+                    for s, fp in zip(pipeline.stages, fingerprints)],
         # what stages declare about their columns and thresholds (the dashboard reads its threshold lines here)
         "declarations": {str(i): s.declares() for i, s in enumerate(pipeline.stages) if hasattr(s, "declares")},
         "inputs": inputs,

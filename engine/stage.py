@@ -49,6 +49,7 @@ ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.E
 # The manifest writer uses it to know when a video is complete, which is what makes resume exact.
 CLIPS_IN_VIDEO = "clips_in_video"
 TIMING_PREFIX = "_sec_"
+RAN_PREFIX = "_ran_"  # 1 on rows the stage computed in this run, 0 on rows completed from stored results
 
 
 @dataclass(kw_only=True, slots=True)
@@ -77,6 +78,9 @@ class RunContext:
     output: str  # output root (local path or fsspec URL)
     on_error: str = "record"  # "record": bad input becomes error rows; "raise": re-raise (tests)
     worker_index: int = 0
+    run_id: str = ""  # unique per run: stored results loaded by a worker belong to one run
+    fingerprints: tuple[str, ...] = ()  # per stage index (engine.results); empty = no stored results
+    fresh: frozenset[str] = frozenset()  # stages told to recompute (--force / --from): no reuse of their files
 
 
 class StageError(Exception):
@@ -105,6 +109,8 @@ class Stage:
 
     name: ClassVar[str] = ""
     reads: ClassVar[tuple[str, ...]] = ()  # columns that must exist before this stage
+    # columns used when present: a stage that writes one must come before this stage
+    reads_optional: ClassVar[tuple[str, ...]] = ()
     adds: ClassVar[dict[str, pa.DataType]] = {}  # columns this stage writes, with their types
     fan_out: ClassVar[bool] = False  # one input row becomes zero or more output rows (the splitter)
     skips_dropped: ClassVar[bool] = False  # rows with keep == False pass through untouched (costly stages)
@@ -121,6 +127,9 @@ class Stage:
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
         raise NotImplementedError
+
+    def teardown(self) -> None:
+        """Stop threads and close writers and clients that setup() started; called once per worker at the end."""
 
     def models(self) -> list[ModelRef]:
         """Models this stage will load, so a run can check them all before it starts."""
@@ -246,42 +255,77 @@ def environment_fault(exc: BaseException) -> str | None:
     return None
 
 
-def run_stage(stage: Stage, batch: pa.Table, ctx: RunContext, schema: dict[str, pa.DataType]) -> pa.Table:
+def todo_mask(stage: Stage, batch: pa.Table) -> pa.Array:
+    """Rows the stage processes: status ok; for stages after the split, rows with a clip; for costly stages,
+    rows no filter dropped."""
+    mask = pc.equal(batch.column("status"), OK)
+    if not stage.fan_out and "clip_id" in batch.column_names:  # a video without clips has nothing to score
+        mask = pc.and_(mask, pc.is_valid(batch.column("clip_id")))
+    if stage.skips_dropped and "keep" in batch.column_names:
+        mask = pc.and_(mask, pc.fill_null(batch.column("keep"), True))
+    return pc.fill_null(mask, False)
+
+
+def run_stage(stage: Stage, batch: pa.Table, ctx: RunContext, schema: dict[str, pa.DataType],
+              index: int | None = None) -> pa.Table:
     """Run one stage on one batch the way every executor must.
 
     Rows whose status is already ``error`` (and, for costly stages, rows a filter dropped) skip the stage.
+    With ``index`` (the stage's position) and ``ctx.fingerprints``, rows the stage computed before with the
+    same inputs are completed from its stored results (engine.results) and the rest are computed and stored.
+    The stage is set up on the first row it must compute, so a rerun that reuses everything loads no model.
     If the stage raises on the batch, each row is retried alone so one bad file cannot take its neighbours
-    down; rows that still raise become error rows unless ``ctx.on_error == "raise"``.
-    ``schema`` is the full column schema after this stage.
+    down; rows that still raise become error rows unless ``ctx.on_error == "raise"``. A fault of the machine
+    raises ``EnvironmentFault`` and nothing of the batch is stored. ``schema`` is the full schema after this stage.
     """
     register_output(ctx.output)
-    todo_mask = pc.equal(batch.column("status"), OK)
-    if not stage.fan_out and "clip_id" in batch.column_names:  # a video without clips has nothing to score
-        todo_mask = pc.and_(todo_mask, pc.is_valid(batch.column("clip_id")))
-    if stage.skips_dropped and "keep" in batch.column_names:
-        todo_mask = pc.and_(todo_mask, pc.fill_null(batch.column("keep"), True))
-    todo_mask = pc.fill_null(todo_mask, False)
-    todo, rest = batch.filter(todo_mask), batch.filter(pc.invert(todo_mask))
+    mask = todo_mask(stage, batch)
+    todo, rest = batch.filter(mask), batch.filter(pc.invert(mask))
+    store = None
+    if index is not None and ctx.fingerprints:
+        from engine.results import open_store
+
+        store = open_store(ctx.output, ctx.run_id, stage, ctx.fingerprints[index], schema)
+    reused, todo = store.split(todo) if store is not None else (todo.slice(0, 0), todo)
     start = time.perf_counter()
+    if todo.num_rows:
+        _ensure_setup(stage, ctx)
     out = _call(stage, todo, ctx, schema) if todo.num_rows else todo
     seconds = time.perf_counter() - start
     if stage.fan_out:
         out = _with_clip_counts(todo, out)
     out = conform(out, schema)
+    if store is not None:
+        store.write(out)
     per_row = seconds / out.num_rows if out.num_rows else 0.0
-    out = _add_timing(out, stage.name, per_row)
-    rest = _add_timing(conform(rest, schema), stage.name, 0.0)
-    return pa.concat_tables([out, rest.select(out.column_names)]) if rest.num_rows else out
+    pieces = [_add_timing(out, stage.name, per_row, 1)]
+    pieces += [_add_timing(conform(t, schema), stage.name, 0.0, 0) for t in (reused, rest) if t.num_rows]
+    return pa.concat_tables(pieces, promote_options="permissive") if len(pieces) > 1 else pieces[0]
 
 
-def _add_timing(table: pa.Table, stage: str, per_row: float) -> pa.Table:
-    """Add this stage's seconds per row; a stage used twice (two filters) adds to its own column."""
-    name = TIMING_PREFIX + stage
-    seconds = pa.array([per_row] * table.num_rows, pa.float64())
-    if name in table.column_names:
-        index = table.schema.get_field_index(name)
-        return table.set_column(index, name, pc.add(pc.fill_null(table.column(name), 0.0), seconds))
-    return table.append_column(name, seconds)
+def _ensure_setup(stage: Stage, ctx: RunContext) -> None:
+    if stage.__dict__.get("_setup_for_run") != (ctx.run_id, os.getpid()):
+        stage.setup(ctx)
+        stage.__dict__["_setup_for_run"] = (ctx.run_id, os.getpid())
+
+
+def teardown_if_set_up(stage: Stage, ctx: RunContext) -> None:
+    """Call ``stage.teardown()`` if this process set the stage up for this run."""
+    if stage.__dict__.pop("_setup_for_run", None) == (ctx.run_id, os.getpid()):
+        stage.teardown()
+
+
+def _add_timing(table: pa.Table, stage: str, per_row: float, ran: int) -> pa.Table:
+    """Add this stage's seconds per row and whether it computed the row; a stage used twice (two filters) adds
+    to its own columns."""
+    for name, value, dtype in ((TIMING_PREFIX + stage, per_row, pa.float64()), (RAN_PREFIX + stage, ran, pa.int32())):
+        column = pa.array([value] * table.num_rows, dtype)
+        if name in table.column_names:
+            index = table.schema.get_field_index(name)
+            table = table.set_column(index, name, pc.add(pc.fill_null(table.column(name), 0), column))
+        else:
+            table = table.append_column(name, column)
+    return table
 
 
 def map_rows(batch: pa.Table, stage: str, fn: Callable[[dict], dict | list[dict]], threads: int = 1) -> pa.Table:

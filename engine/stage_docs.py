@@ -82,7 +82,16 @@ def _comments(cls: type) -> dict[str, str]:
     return found
 
 
+def field_meaning(cls: type, name: str) -> str:
+    """What key ``name`` of dataclass ``cls`` means: its field's ``doc`` metadata (keys made from declarations),
+    else the comment on its line or the line above, else its ``min_`` twin's."""
+    return _meaning(cls, name)
+
+
 def _meaning(cls: type, name: str) -> str:
+    declared = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    if name in declared and (text := declared[name].metadata.get("doc")):
+        return text
     for klass in cls.__mro__:
         if dataclasses.is_dataclass(klass) and (text := _comments(klass).get(name)):
             return text

@@ -39,12 +39,12 @@ def _thresholds() -> dict[str, Threshold]:
     return {key: t for d in declarations() for key, t in d.thresholds.items()}
 
 
-def _fields() -> dict[str, tuple[Any, Any]]:
-    """The filter's keys: every declared threshold (off by default) and option."""
-    out: dict[str, tuple[Any, Any]] = {}
+def _fields() -> dict[str, tuple[Any, Any, str]]:
+    """The filter's keys: every declared threshold (off by default) and option, with its meaning."""
+    out: dict[str, tuple[Any, Any, str]] = {}
     for d in declarations():
-        out.update({key: (t.type, t.default) for key, t in d.thresholds.items()})
-        out.update({key: (o.type, o.default) for key, o in d.options.items()})
+        out.update({key: (t.type, t.default, t.help) for key, t in d.thresholds.items()})
+        out.update({key: (o.type, o.default, o.help) for key, o in d.options.items()})
     return out
 
 

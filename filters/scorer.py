@@ -96,17 +96,22 @@ def settings_of(cls: type[Scorer], stage: Any) -> Scorer:
     return cls(**{f.name: getattr(stage, f.name) for f in dataclasses.fields(cls) if f.init})
 
 
-def with_fields(fields: dict[str, tuple[Any, Any]]):
-    """Class decorator (put it below ``@dataclass``): adds annotated fields ``name -> (type, default)``, so a
-    stage's keys can come from declarations and be validated like hand-written ones."""
+def with_fields(fields: dict[str, tuple[Any, ...]]):
+    """Class decorator (put it below ``@dataclass``): adds annotated fields ``name -> (type, default[, meaning])``,
+    so a stage's keys can come from declarations and be validated like hand-written ones. The meaning goes into
+    the field's metadata (``doc``), where ``vde stages`` reads it."""
     def add(cls: type) -> type:
         annotations = cls.__dict__.get("__annotations__", {})
-        for name, (hint, default) in fields.items():
+        for name, (hint, default, *doc) in fields.items():
             if name in annotations:
                 raise TypeError(f"{cls.__name__}.{name} is declared twice")
             annotations[name] = hint
-            setattr(cls, name, dataclasses.field(default_factory=lambda d=default: list(d))
-                    if isinstance(default, list) else default)
+            metadata = {"doc": doc[0]} if doc and doc[0] else {}
+            if isinstance(default, list):
+                value = dataclasses.field(default_factory=lambda d=default: list(d), metadata=metadata)
+            else:
+                value = dataclasses.field(default=default, metadata=metadata)
+            setattr(cls, name, value)
         cls.__annotations__ = annotations
         return cls
     return add
@@ -171,6 +176,19 @@ class ClipSample:
         targets = [(k + 0.5) * self.length / max(count, 1) for k in range(count)]
         order = np.asarray(self.indices)
         return sorted({int(np.argmin(np.abs(order - t))) for t in targets})
+
+
+def pair_anchors(start: int, end: int, count: int) -> list[int]:
+    """First frames of ``count`` consecutive-frame pairs inside ``[start, end)``: one in each of ``count``
+    equal shares of the clip, at a position within its share drawn from a generator seeded by the clip's
+    span (the same clip always gets the same frames). Evenly spaced pairs alias with periodic content
+    (duplicated frames of a rate conversion, a layout that changes every N frames); jittered ones do not,
+    and still cover the whole clip."""
+    span = end - 1 - start  # pairs that fit
+    if span <= count:
+        return list(range(start, start + max(span, 0)))
+    offsets = np.random.default_rng([start, end, count]).random(count)
+    return sorted({start + min(span - 1, int((k + u) * span / count)) for k, u in enumerate(offsets)})
 
 
 def scaled_size(width: int, height: int, long_side: int) -> tuple[int, int]:

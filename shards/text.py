@@ -2,8 +2,10 @@
 
 ``seq``: the last hidden state (after the final layer norm) of the real tokens only, BOS..EOS, ``[L, D]`` with
 ``L <= max_tokens``; ``pooled``: the embedding at the last real token (the EOS position) of that same state,
-``[D]``. CLIP's text transformer is causal, so padding the batch to its longest caption changes no real
-token's output: captions are encoded together and each is cut back to its own length.
+``[D]``. CLIP's text transformer is causal, so padding changes no real token's output: captions are encoded
+together and each is cut back to its own length. Every call has the same shape (``batch`` captions of
+``max_tokens`` tokens, padded with empty captions), because kernels chosen per shape round differently: a
+caption's embedding must not depend on which captions share its batch.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class TextEncoder:
     """A CLIP text encoder (transformers ``CLIPTextModel``) and its tokenizer."""
 
     def __init__(self, path: str | Path, *, name: str = "", subfolder: str = "", device: str = "auto",
-                 precision: str = "auto", max_tokens: int = 77, batch: int = 256, untrained: bool = False):
+                 precision: str = "auto", max_tokens: int = 77, batch: int = 32, untrained: bool = False):
         from transformers import AutoTokenizer, CLIPTextModel
         from transformers.utils import logging as hf_logging
 
@@ -54,7 +56,8 @@ class TextEncoder:
         found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for start in range(0, len(unique), self.batch):
             chunk = unique[start: start + self.batch]
-            enc = self.tokenizer(chunk, padding="longest", truncation=True, max_length=self.max_tokens,
+            padded = chunk + [""] * (self.batch - len(chunk))
+            enc = self.tokenizer(padded, padding="max_length", truncation=True, max_length=self.max_tokens,
                                  return_tensors="pt")
             ids = enc["input_ids"].to(self.device)
             mask = enc["attention_mask"].to(self.device)

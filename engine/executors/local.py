@@ -9,7 +9,7 @@ import pyarrow as pa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from engine.pipeline import Pipeline
-from engine.stage import RunContext, run_stage
+from engine.stage import RunContext, run_stage, teardown_if_set_up
 
 log = logging.getLogger(__name__)
 
@@ -18,28 +18,35 @@ class LocalExecutor:
     name = "local"
 
     def __init__(self, videos_per_part: int = 8, progress: bool = True):
-        self.videos_per_part = videos_per_part  # videos carried through all stages before a part is written
+        self.videos_per_part = videos_per_part  # videos carried through all stages before they are handed on
         self.progress = progress
 
-    def run(self, pipeline: Pipeline, videos: pa.Table, ctx: RunContext, sink: Callable[[pa.Table], str]) -> None:
-        for stage in pipeline.stages:
-            stage.setup(ctx)
+    def run(self, pipeline: Pipeline, videos: pa.Table, ctx: RunContext, sink: Callable[[pa.Table], None]) -> None:
+        """Every stage over ``videos``, ``videos_per_part`` at a time; each finished table goes to ``sink``.
+        Stages are set up on first use (engine.stage.run_stage) and torn down at the end, even after an error."""
         schemas = [pipeline.schema_after(i) for i in range(len(pipeline.stages))]
-        with Progress(TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), disable=not self.progress, transient=False) as progress:
-            bars = [progress.add_task(stage.name, total=None) for stage in pipeline.stages]
-            parts = _by_video(videos, self.videos_per_part)
-            total = progress.add_task("videos", total=len(parts))
-            for table in parts:
-                for stage, schema, bar in zip(pipeline.stages, schemas, bars):
-                    pieces = [
-                        run_stage(stage, table.slice(i, stage.batch_size), ctx, schema)
-                        for i in range(0, table.num_rows, max(1, stage.batch_size))
-                    ]
-                    table = pa.concat_tables(pieces, promote_options="permissive") if pieces else table
-                    progress.advance(bar, table.num_rows)
-                sink(table)
-                progress.advance(total)
+        # Every bar counts videos, whose number is known up front (clips are not known before the split);
+        # the rows a stage has output so far (clips after the splitter) are shown beside it.
+        n_videos = len(set(videos.column("video_id").to_pylist()))
+        try:
+            with Progress(TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("videos · {task.fields[rows]} rows"), TimeElapsedColumn(),
+                          disable=not self.progress, transient=False) as progress:
+                bars = [progress.add_task(stage.name, total=n_videos, rows=0) for stage in pipeline.stages]
+                for table in _by_video(videos, self.videos_per_part):
+                    done = len(set(table.column("video_id").to_pylist()))
+                    for index, (stage, schema, bar) in enumerate(zip(pipeline.stages, schemas, bars)):
+                        pieces = [
+                            run_stage(stage, table.slice(i, stage.batch_size), ctx, schema, index)
+                            for i in range(0, table.num_rows, max(1, stage.batch_size))
+                        ]
+                        table = pa.concat_tables(pieces, promote_options="permissive") if pieces else table
+                        rows = progress.tasks[bar].fields["rows"] + table.num_rows
+                        progress.update(bar, advance=done, rows=rows)
+                    sink(table)
+        finally:
+            for stage in pipeline.stages:
+                teardown_if_set_up(stage, ctx)
 
 
 def _by_video(rows: pa.Table, per_part: int) -> list[pa.Table]:

@@ -42,7 +42,7 @@ def test_an_input_folder_without_videos(capsys, tmp_path):
     (tmp_path / "in" / "notes.txt").write_text("not a video")
     code, text = _run(capsys, "run", "cpu", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
                       "--no-progress")
-    _one_message(code, text, f"no videos in '{tmp_path / 'in'}'")
+    _one_message(code, text, f"no videos found under {tmp_path / 'in'}", "looked for .mp4")
     assert not (tmp_path / "out" / "run.json").exists()
 
 
@@ -60,7 +60,7 @@ def test_validate_rejects_with_one_message(capsys, tmp_path, body, expected):
 
 def test_every_resources_problem_at_once(capsys, tmp_path):
     code, text = _run(capsys, "validate", _pipeline(
-        tmp_path, "    resources: {cpus: -1, gpu: 1, memory_gb: x}\n"))
+        tmp_path, "    resources: {cpus: -1, gpu: 1, memory_gb: x}\n  - stage: split\n"))
     _one_message(code, text, "3 problem(s)", "'resources.cpus' must be a non-negative number, got -1",
                  "'resources' has an unknown key 'gpu'; did you mean 'gpus'?",
                  "'resources.memory_gb' must be a non-negative number, got 'x'")
@@ -115,7 +115,7 @@ def test_debug_log_level_shows_the_traceback(capsys, tmp_path):
     (tmp_path / "in").mkdir()
     args = ["run", "cpu", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--no-progress"]
     code, text = _run(capsys, "--log-level", "debug", *args)
-    assert code == 2 and "Traceback" in text and "UserError: no videos in" in text
+    assert code == 2 and "Traceback" in text and "InputSpecError: no videos found under" in text
 
 
 @pytest.mark.skipif(importlib.util.find_spec("s3fs") is not None, reason="s3fs is installed here")

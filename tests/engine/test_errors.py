@@ -94,13 +94,14 @@ def test_unwritable_clips_folder_fails_the_run_and_a_rerun_after_the_fix_finishe
     folder, truths = demo_videos
     reference, out = tmp_path / "reference", tmp_path / "out"
     assert main(["run", "cpu", "--input", str(folder), "--output", str(reference), "--no-progress"]) == 0
-    out.mkdir()
-    (out / "clips").write_text("not a folder")  # every clip write fails: the output's fault, not the videos'
+    # Every clip write fails after the up-front checks (a folder sits at each clip's name): the output's fault.
+    for name in (reference / "clips").iterdir():
+        (out / "clips" / name.name / "in-the-way").mkdir(parents=True)
     assert main(["run", "cpu", "--input", str(folder), "--output", str(out), "--no-progress"]) == 3
     assert not (out / "run.json").exists()
     if (out / "manifest" / "clips").exists():  # nothing may claim the clips were made
         assert pq.read_table(out / "manifest" / "clips").num_rows == 0
-    (out / "clips").unlink()
+    shutil.rmtree(out / "clips")
     assert main(["run", "cpu", "--input", str(folder), "--output", str(out), "--no-progress"]) == 0
     got, want = pq.read_table(out / "manifest" / "clips"), pq.read_table(reference / "manifest" / "clips")
     assert got.num_rows == want.num_rows > 0
@@ -118,8 +119,9 @@ def test_stage_seconds_count_a_video_stage_once_per_video_not_once_per_clip(tmp_
                          "clips_in_video": 3,
                          "_sec_probe": 1.0, "_sec_split": 0.5})
     manifest = Manifest(str(tmp_path / "out"))
-    manifest.write_part(conform(pa.Table.from_pylist(rows), BASE_COLUMNS))
-    _, clips, seconds = manifest.compact(["uri", "video_id", "bytes", "status", "error"], ("probe",))
+    table = pa.Table.from_pylist(rows)
+    schema = {**BASE_COLUMNS, "clip_id": pa.string(), "start_frame": pa.int32(), "clips_in_video": pa.int32()}
+    _, clips, seconds, _ = manifest.compact(table, schema, ["uri", "video_id", "bytes", "status", "error"], ("probe",))
     assert clips.num_rows == 6
     assert seconds == {"probe": pytest.approx(2.0), "split": pytest.approx(3.0)}
 

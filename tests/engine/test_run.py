@@ -21,7 +21,7 @@ from engine.io import list_inputs
 from engine.manifest import Manifest
 from engine.pipeline import load_pipeline
 from engine.run import run_pipeline
-from engine.samples import Scene, Transition, make_video
+from engine.synthetic import Scene, Transition, make_video
 from tests.conftest import SHARED_VIDEOS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,6 +57,7 @@ def _assert_same_rows(got: list[dict], want: list[dict]) -> None:
 def test_demo_end_to_end(tmp_path, demo_videos):
     out = tmp_path / "demo"
     assert main(["demo", "--output", str(out), "--no-progress"]) == 0
+    assert (out / "report" / "index.html").is_file()  # the report registered under vde.reports ran
     _, truths = demo_videos
     clips = _clips(out)
     videos = {v["video_id"]: v for v in _videos(out)}
@@ -207,9 +208,9 @@ def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_result(tmp_path):
     for delay_parts in (1, 2):
         out = tmp_path / f"killed{delay_parts}"
         proc = _vde("run", "cpu", "--input", str(videos), "--output", str(out), "--no-progress")
-        parts = out / "_state" / "parts"
+        parts = out / "_state" / "results"
         deadline = time.time() + 60
-        while time.time() < deadline and len(list(parts.glob("*.parquet")) if parts.exists() else []) < delay_parts:
+        while time.time() < deadline and len(list(parts.glob("write_clips-*/*.parquet"))) < delay_parts:
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.samples import Scene, Transition, make_video
+from engine.synthetic import Scene, Transition, make_video
 from engine.scenes import DetectorConfig, detect_transitions, plan_clips
 
 ADAPTIVE = DetectorConfig(detector="adaptive")
