@@ -16,7 +16,7 @@ from engine.executors.local import LocalExecutor
 from engine.pipeline import Pipeline
 from engine.probe import Probe
 from engine.run import run_pipeline
-from engine.samples import Scene, Transition, make_video
+from engine.synthetic import Scene, Transition, make_video
 from engine.scenes import SceneSplit
 from engine.stage import RunContext, Stage
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import pyarrow.parquet as pq
 
-from engine.samples import Scene, Transition, make_video
+from engine.synthetic import Scene, Transition, make_video
 
 REPO = Path(__file__).resolve().parents[2]
 

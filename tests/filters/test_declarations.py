@@ -13,7 +13,7 @@ import pytest
 from engine.executors.local import LocalExecutor
 from engine.pipeline import PipelineError, parse_pipeline
 from engine.run import run_pipeline
-from engine.samples import Scene, Transition, make_video
+from engine.synthetic import Scene, Transition, make_video
 from filters.clip_score import ClipScore
 from filters.filter import Filter
 from filters.score import Score
