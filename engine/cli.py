@@ -108,7 +108,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     executor = _executor(args)
     try:
-        with guard_output(args.output):
+        import contextlib
+
+        # a dry run writes nothing, not even the lock
+        with contextlib.nullcontext() if args.dry_run else guard_output(args.output):
             summary = run_pipeline(pipeline, args.input, args.output, executor, on_error=args.on_error,
                                    force=args.force, from_stage=args.from_stage, dry_run=args.dry_run,
                                    on_plan=show_plan)
