@@ -172,10 +172,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     try:
         run = current.require(args.output)
     except IncompleteOutput as exc:
-        console.print(f"[red]{exc}[/red]")
+        _fail(str(exc))
         return 2
     if current.note():
-        console.print(f"[yellow]{current.note()}[/yellow]")
+        console.print(current.note(), style="yellow", markup=False, soft_wrap=True)
     s = run["summary"]
     table = Table(title=f"{args.output} — pipeline '{run['pipeline']['name']}' ({run['executor']})")
     table.add_column("what")

@@ -250,3 +250,24 @@ def test_encode_before_caption_is_rejected(tmp_path):
     with pytest.raises(PipelineError) as raised:
         parse_pipeline(swapped, check_models=False)
     assert "'caption'" in str(raised.value) and "move encode after caption" in str(raised.value)
+
+
+def test_readers_see_the_last_complete_generation_and_refuse_a_half_committed_one(base_run, tmp_path, capsys):
+    from engine import generation
+
+    _, base, _ = base_run
+    out = tmp_path / "out"
+    shutil.copytree(base, out)
+    committed = json.loads((out / "run.json").read_text())
+    assert committed["generation"] >= 1 and not (out / "_state" / "in_progress.json").exists()
+    marker = generation.begin(str(out), "later-run")
+    assert marker["generation"] == committed["generation"] + 1
+    assert main(["inspect", str(out)]) == 0  # still working: the previous generation is whole
+    assert "in progress or was interrupted" in " ".join(capsys.readouterr().err.split())
+    generation.set_phase(str(out), marker, generation.COMMITTING)
+    for command in (["inspect", str(out)], ["verify", str(out)]):
+        assert main(command) == 2, command
+        assert "interrupted while replacing the outputs" in " ".join(capsys.readouterr().err.split())
+    assert main(["report", str(out)]) == 2  # says so through the log
+    generation.finish(str(out))
+    assert main(["inspect", str(out)]) == 0
