@@ -65,7 +65,7 @@ SD_VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, layers_pe
 
 def build_vae(kind: str, folder: Path) -> Path:
     if kind == "tiny":
-        from shards.tiny import build_tiny_vae
+        from shards.synthetic import build_tiny_vae
 
         return build_tiny_vae(folder / "tiny")
     if kind == "real":

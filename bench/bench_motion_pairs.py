@@ -12,18 +12,32 @@ structure: a handheld random walk, a layout that jumps every 25 frames, an objec
 clip, a pan that speeds up. The Spearman rank correlation of the n-pair score against the shared
 ``reference_motion.mean_flow`` is printed too. The last line of stdout is one JSON object.
 
-Measured (2 shared CPU cores, 22 shared videos minus the 4 without pairs, plus 4 synthetic clips,
-``--counts 4 8 12 16 24 32``):
+Measured on the 2-core shared CPU machine (``--counts 4 8 12 16 24 32 48 64``): 32 clips (shared videos
+without cuts, the shots of those with cuts, 3 synthetic clips), jittered = the stage's
+``filters.scorer.pair_anchors``, even = evenly spaced with first and last (the previous sampling):
 
-| pairs | max rel. error | p90 rel. error | clips within 15% | Spearman vs reference |
-|---|---|---|---|---|
-| see the JSON line of the run in the report; the default (``score.pairs``) is the smallest count whose max error is within 15% |
+| pairs | jittered: max / p90 rel. error, clips within 15% | even: max / p90, within 15% | Spearman vs reference |
+|---|---|---|---|
+| 4 | 0.55 / 0.38, 17/32 | 4.74 / 0.53, 14/32 | 0.920 |
+| 8 | 2.24 / 0.41, 22/32 | 2.21 / 0.30, 22/32 | 0.961 |
+| 16 | 0.49 / 0.21, 28/32 | 1.01 / 0.18, 28/32 | 0.985 |
+| 24 | 0.25 / 0.15, 29/32 | 0.54 / 0.15, 29/32 | 0.964 |
+| 32 | 0.40 / 0.07, 31/32 | 0.65 / 0.06, 31/32 | 0.987 |
+| 48 | 0.19 / 0.08, 31/32 | 0.15 / 0.08, 32/32 | 0.990 |
+| 64 | 0.25 / 0.14, 30/32 | 0.20 / 0.03, 31/32 | 0.986 |
+
+All pairs against the reference: Spearman 0.993. The pick is 32 (``score.pairs``). The clips still outside
+15% there hold sparse events: cityCC0's first shot (one 2.2 px/frame pair among still ones) and mmaction2
+(duplicated frames: every third pair is 0); the synthetic "jump every 25" clip, all of whose motion is in 1
+pair of 25, is off by 14-100% at any count below all pairs: no sample of pairs can promise 15% there.
+Jittered pairs remove the even grid's aliasing (its worst clip is off by 65% at 32).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 from pathlib import Path
 
@@ -77,12 +91,12 @@ def shared_clips(folder: Path, max_pairs: int) -> dict[str, tuple[np.ndarray, fl
         at = {f: k for k, f in enumerate(wanted)}
         firsts = sorted(set(anchors.tolist()))
         motion = per_pair_motion([(grey[at[a]], grey[at[a + 1]]) for a in firsts])
-        out[name] = (motion, ref)
         cuts = [0, *(entry.get("ground_truth") or {}).get("hard_cuts", []), count]
+        out[name] = (motion, ref, len(cuts) == 2)  # a video with cuts is no clip: only its shots are
         for k, (begin, end) in enumerate(zip(cuts, cuts[1:])):
             inside = np.array([begin <= a and a + 1 < end for a in firsts])  # pairs within the shot
             if len(cuts) > 2 and inside.sum() >= 10:
-                out[f"{name} shot {k}"] = (motion[inside], None)
+                out[f"{name} shot {k}"] = (motion[inside], None, True)
     return out
     return out
 
@@ -112,14 +126,19 @@ def synthetic_clips(length: int = 250, seed: int = 0) -> dict[str, tuple[np.ndar
         crossing.append(frame)
     clips["synthetic object in a third"] = np.stack(crossing)
     clips["synthetic accelerating pan"] = np.stack([crop(100 + 0.02 * i * i / 2, 100) for i in range(length)])
-    return {name: (per_pair_motion(zip(g, g[1:])), None) for name, g in clips.items()}
+    return {name: (per_pair_motion(zip(g, g[1:])), None, name != SPARSE) for name, g in clips.items()}
 
 
-def sampled(per_pair: np.ndarray, pairs: int) -> float:
-    """The n-pair motion: the anchors the score stage picks (engine.video.clip_frame_indices)."""
+def sampled(per_pair: np.ndarray, pairs: int, even: bool = False) -> float:
+    """The n-pair motion: the anchors the score stage picks (filters.scorer.pair_anchors), or with ``even``
+    evenly spaced ones (first and last included: engine.video.clip_frame_indices)."""
     from engine.video import clip_frame_indices
+    from filters.scorer import pair_anchors
 
-    anchors = clip_frame_indices(0, len(per_pair), min(pairs, len(per_pair)))
+    if even:
+        anchors = clip_frame_indices(0, len(per_pair), min(pairs, len(per_pair)))
+    else:
+        anchors = pair_anchors(0, len(per_pair) + 1, pairs)  # a clip of n + 1 frames has n pairs
     return float(per_pair[sorted(set(anchors))].mean())
 
 
@@ -138,49 +157,60 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])
 
 
+def _share(fraction: str) -> float:
+    done, total = map(int, fraction.split("/"))
+    return done / total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--counts", type=int, nargs="+", default=[4, 8, 12, 16, 24, 32, 48])
     parser.add_argument("--shared", type=Path, default=Path("/work/shared/testdata"))
     parser.add_argument("--max-pairs", type=int, default=300, help="pairs per video at most (the reference's 300)")
     parser.add_argument("--synthetic-only", action="store_true")
+    parser.add_argument("--cache", type=Path, help="keep the per-pair flows here (a rerun reads them back)")
     args = parser.parse_args()
 
     import cv2
 
     cv2.setNumThreads(1)
     clips: dict = {}
-    if not args.synthetic_only and (args.shared / "ground_truth.json").exists():
-        clips.update(shared_clips(args.shared, args.max_pairs))
-    clips.update(synthetic_clips())
+    if args.cache and args.cache.exists():
+        clips = pickle.loads(args.cache.read_bytes())
+    else:
+        if not args.synthetic_only and (args.shared / "ground_truth.json").exists():
+            clips.update(shared_clips(args.shared, args.max_pairs))
+        clips.update(synthetic_clips())
+        if args.cache:
+            args.cache.write_bytes(pickle.dumps(clips))
+    scored = {k: v for k, v in clips.items() if v[2]}
     curve = []
     for n in args.counts:
-        rel, absolute, within = [], [], 0
-        for name, (per_pair, ref) in clips.items():
-            if name == SPARSE or ref is not None:  # whole videos (with their cuts) only feed the Spearman
-                continue
-            full, est = float(per_pair.mean()), sampled(per_pair, n)
-            if full >= FLOOR:
-                rel.append(abs(est - full) / full)
-                within += rel[-1] <= 0.15
-            else:
-                absolute.append(abs(est - full))
-                within += absolute[-1] <= 0.15 * FLOOR
-        named = [(sampled(p, n), ref) for p, ref in clips.values() if ref is not None]
+        row: dict = {"pairs": n}
+        for how, even in (("jittered", False), ("even", True)):
+            rel, absolute = {}, {}
+            for name, (per_pair, _, _) in scored.items():
+                full, est = float(per_pair.mean()), sampled(per_pair, n, even)
+                if full >= FLOOR:
+                    rel[name] = abs(est - full) / full
+                else:
+                    absolute[name] = abs(est - full)
+            within = sum(e <= 0.15 for e in rel.values()) + sum(e <= 0.15 * FLOOR for e in absolute.values())
+            row[how] = {"max_rel_error": round(max(rel.values()), 4),
+                        "p90_rel_error": round(float(np.percentile(list(rel.values()), 90)), 4),
+                        "worst": max(rel, key=rel.get), "max_abs_error_below_floor": round(max(absolute.values(), default=0), 4),
+                        "within_15pct": f"{within}/{len(scored)}"}
         sparse = clips[SPARSE][0]
-        row = {"pairs": n, "max_rel_error": round(max(rel), 4), "p90_rel_error": round(float(np.percentile(rel, 90)), 4),
-               "max_abs_error_static": round(max(absolute, default=0.0), 4),
-               "within_15pct": f"{within}/{len(rel) + len(absolute)}",
-               "worst": max(((abs(sampled(p, n) - p.mean()) / p.mean(), k) for k, (p, r) in clips.items()
-                             if p.mean() >= FLOOR and r is None and k != SPARSE))[1],
-               "sparse_rel_error": round(abs(sampled(sparse, n) - sparse.mean()) / sparse.mean(), 4)}
+        row["sparse_rel_error"] = round(abs(sampled(sparse, n) - sparse.mean()) / sparse.mean(), 4)
+        named = [(sampled(p, n), ref) for p, ref, _ in clips.values() if ref is not None]
         if len(named) > 2:
             row["spearman_vs_reference"] = round(spearman([e for e, _ in named], [r for _, r in named]), 4)
         curve.append(row)
         print(row, flush=True)
-    all_pairs = [(float(p.mean()), ref) for p, ref in clips.values() if ref is not None]
-    result = {"bench": "motion_pairs", "clips": len(clips), "curve": curve,
-              "pick": next((r["pairs"] for r in curve if r["max_rel_error"] <= 0.15), None)}
+    all_pairs = [(float(p.mean()), ref) for p, ref, _ in clips.values() if ref is not None]
+    result = {"bench": "motion_pairs", "clips": len(scored), "curve": curve,
+              # the default: the fewest pairs that put 95% of the clips within 15% of their all-pairs value
+              "pick": next((r["pairs"] for r in curve if _share(r["jittered"]["within_15pct"]) >= 0.95), None)}
     if len(all_pairs) > 2:
         result["spearman_all_pairs_vs_reference"] = round(spearman(*map(list, zip(*all_pairs))), 4)
     print(json.dumps(result))

@@ -6,7 +6,7 @@ end (decode included) on a GPU.
     python bench/bench_scorers.py --part gpu --compile --image-batch 512
     python bench/bench_scorers.py --tiny                     # CPU smoke run of both parts (tiny model, tiny videos)
 
-CPU part: synthetic 640x360 H.264 clips (engine.samples), frames decoded once as the ``score`` stage does,
+CPU part: synthetic 640x360 H.264 clips (engine.synthetic), frames decoded once as the ``score`` stage does,
 then each scorer alone on those frames (frames/s, one core: the numbers scale with workers) and the fused
 ``score`` stage per clip. It needs the full environment (PyAV, decord, RapidOCR).
 
@@ -49,11 +49,12 @@ def bench_cpu(args: argparse.Namespace, work: Path) -> dict:
     import cv2
     import pyarrow as pa
 
-    from engine.samples import Scene, Transition, make_video
+    from engine.synthetic import Scene, Transition, make_video
     from engine.video import probe_video
-    from filters import scorers
-    from filters.frames import read_video_clips
+    from filters import scorer
+    from engine.frames import FrameRequest, read_frames
     from filters.score import Score
+    from filters.scorers import borders, camera, clarity, motion, text
 
     cv2.setNumThreads(1)  # one worker = one core; Ray runs one worker per core
     width, height = (320, 180) if args.tiny else (640, 360)
@@ -65,36 +66,44 @@ def bench_cpu(args: argparse.Namespace, work: Path) -> dict:
     rows = [{"uri": str(path), "video_id": "bench", "clip_id": f"c{a}", "start_frame": a, "end_frame": b + 1,
              "display_width": info.display_width, "display_height": info.display_height, "codec": info.codec,
              "status": "ok", "error": None} for a, b in truth.shots]
-    stage = Score(pairs=args.pairs, ocr_frames=min(4, args.pairs))
+    stage = Score(pairs=args.pairs)
     results: dict = {"video": f"{width}x{height} h264", "clips": len(rows), "pairs": args.pairs}
 
     t = time.perf_counter()
-    clips = read_video_clips(rows, stage.frame_indices, stage.decode_size)
+    clips = read_frames([FrameRequest(uri=r["uri"], indices=tuple(stage.frame_indices(r)), size=stage.decode_size(r),
+                                      key=r["clip_id"]) for r in rows])
     seconds = time.perf_counter() - t
     frames = [c.frames for c in clips]
     n_frames = sum(len(f) for f in frames)
     results["decode_frames_per_s"] = _rate(n_frames, seconds)
 
-    grey = [scorers.to_grey(f) for f in frames]
-    small = [scorers.resize_all(g, scorers.width_size(g.shape[2], g.shape[1], 320)) for g in grey]
+    grey = [scorer.to_grey(f) for f in frames]
+    small = [scorer.resize_all(g, scorer.width_size(g.shape[2], g.shape[1], 320)) for g in grey]
     for method in ("farneback", "dis"):
         t = time.perf_counter()
         pairs = 0
         for g in small:
-            scorers.motion_stats([(g[i], g[i + 1]) for i in range(0, len(g) - 1, 2)], method)
+            motion.motion_stats([scorer.dense_flow(g[i], g[i + 1], method) for i in range(0, len(g) - 1, 2)])
             pairs += len(g) // 2
         results[f"motion_{method}_pairs_per_s"] = _rate(pairs, time.perf_counter() - t)
     t = time.perf_counter()
+    pairs = 0
+    for g in small:  # the camera model alone: grid LK both ways + RANSAC similarity
+        for i in range(0, len(g) - 1, 2):
+            camera.fit_camera(g[i], g[i + 1])
+            pairs += 1
+    results["camera_model_pairs_per_s"] = _rate(pairs, time.perf_counter() - t)
+    t = time.perf_counter()
     for g in grey:
         for frame in g:
-            scorers.laplacian_clarity(frame)
+            clarity.laplacian_clarity(frame)
     results["clarity_frames_per_s"] = _rate(n_frames, time.perf_counter() - t)
     t = time.perf_counter()
     for g in grey:
-        scorers.content_box(g)
+        borders.content_box(g)
     results["borders_frames_per_s"] = _rate(n_frames, time.perf_counter() - t)
     for verify in (False, True):
-        detector = scorers.text_detector(640, 1, verify)
+        detector = text.text_detector(640, 1, verify)
         detector.measure(frames[0][:1])  # warm-up (session init)
         ocr = [f[: min(4, len(f))] for f in frames]
         t = time.perf_counter()
@@ -123,7 +132,7 @@ def write_videos(folder: Path, count: int, frames: int, width: int, height: int)
 
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        from engine.samples import Scene, make_video
+        from engine.synthetic import Scene, make_video
 
         def write(path: Path, seed: int) -> None:
             make_video(path, [Scene(frames=frames, seed=seed, speed=2.0)], [], width=width, height=height)
@@ -181,19 +190,22 @@ def cv2_decoder(embedder, frames_per_clip: int, clip_len: int, threads_per_video
 
 
 def engine_decoder(embedder, frames_per_clip: int, clip_len: int):
-    """The clip_score stage's own decode (engine.video readers: decord, else PyAV)."""
+    """The clip_score stage's own decode (engine.frames, the exact PyAV reader)."""
     from engine.video import clip_frame_indices, probe_video
+    from engine.frames import FrameRequest, read_frames
     from filters.clip_models import Decoded
-    from filters.frames import read_video_clips
 
     def decode(path: Path) -> list[Decoded]:
         info = probe_video(str(path))
         rows = [{"uri": str(path), "clip_id": (str(path), k), "start_frame": s, "end_frame": s + clip_len,
                  "codec": info.codec, "display_width": info.display_width, "display_height": info.display_height}
                 for k, s in enumerate(range(0, info.frames - clip_len + 1, clip_len))]
-        out = read_video_clips(rows, lambda r: clip_frame_indices(r["start_frame"], r["end_frame"], frames_per_clip),
-                               lambda r: embedder.decode_size(r["display_width"], r["display_height"]))
-        return [Decoded(key=c.row["clip_id"], frames=embedder.fit(c.frames) if c.frames is not None else None,
+        out = read_frames([FrameRequest(uri=r["uri"], key=r["clip_id"],
+                                        indices=tuple(clip_frame_indices(r["start_frame"], r["end_frame"],
+                                                                         frames_per_clip)),
+                                        size=embedder.decode_size(r["display_width"], r["display_height"]))
+                           for r in rows])
+        return [Decoded(key=c.key, frames=embedder.fit(c.frames) if c.frames is not None else None,
                         error=c.error) for c in out]
     return decode
 
@@ -202,7 +214,7 @@ def bench_gpu(args: argparse.Namespace, work: Path) -> dict:
     import torch
 
     from filters import clip_models
-    from filters.testing import real_arch_config, tiny_clip_config, write_random_clip, write_tiny_head
+    from filters.synthetic import real_arch_config, tiny_clip_config, write_random_clip, write_tiny_head
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     tiny = args.tiny or device == "cpu"
@@ -310,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decoder", choices=["auto", "engine", "cv2"], default="auto")
     parser.add_argument("--decode-threads", type=int, default=max(1, (os.cpu_count() or 2)))
     parser.add_argument("--threads-per-video", type=int, default=1, help="FFmpeg threads per OpenCV capture")
-    parser.add_argument("--pairs", type=int, default=8, help="motion pairs per clip (score stage)")
+    parser.add_argument("--pairs", type=int, default=32, help="motion pairs per clip (score stage default)")
     parser.add_argument("--workdir", default="", help="keep videos and models here (default: a temp dir)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")  # open_clip logs every load step at INFO

@@ -7,7 +7,7 @@ Contenders, on the same files in one run:
   vde-N    vde's splitter over a process pool, one video per task (what a Ray run on N cores does)
 
 Files: the shared test videos with ground truth (../shared/testdata) plus synthetic videos with known cuts,
-fades and dissolves (engine/samples.py), including long 640x360 ones where throughput, not start-up, counts.
+fades and dissolves (engine/synthetic.py), including long 640x360 ones where throughput, not start-up, counts.
 Scores: precision/recall/F1 of scene boundaries (a hard cut within +-1 frame; a gradual transition counts as
 found by any boundary inside its window +-2 frames). Reports frames/s and the ratios to cli and api.
 
@@ -33,7 +33,7 @@ import av
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine.samples import Scene, Transition, make_video  # noqa: E402
+from engine.synthetic import Scene, Transition, make_video  # noqa: E402
 from engine.scenes import DetectorConfig, detect_transitions  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "testdata"

@@ -1,6 +1,6 @@
 """Captioners: dense VLM captions, caption categories and the DSG-Video hallucination check.
 
-Stages (registered below, imported only when a pipeline uses them):
+Stages (registered in pyproject.toml, imported only when a pipeline uses them):
 
 - ``caption``: dense caption per kept clip from a video VLM (default Qwen2.5-VL-7B-Instruct), on the fast
   engine for Qwen2-VL / Qwen2.5-VL (``fast_qwen``); columns ``caption``, ``caption_model``,
@@ -10,21 +10,7 @@ Stages (registered below, imported only when a pipeline uses them):
 - ``dsg_video``: DSG-Video on a hash-chosen sample of captions; per-clip counts in the manifest and the
   metrics in ``<out>/dsg_video.json``.
 
-``captioners.tiny.build_tiny_models(folder)`` builds tiny random-weight models for tests and the demo.
+``captioners.synthetic.build_tiny_models(folder)`` builds tiny random-weight models for tests and the demo.
 """
 
 import _vde_torchvision  # noqa: F401 - torchvision importable on CPU torch, for whatever imports it next
-
-STAGES = {
-    "caption": "captioners.caption:Caption",
-    "categorize": "captioners.categorize:Categorize",
-    "dsg_video": "captioners.dsg:DSGVideo",
-}
-
-# `tiny:NAME` models for tests and the offline demo (engine/tiny.py builds them on first use).
-TINY_MODELS = {
-    "qwen2_5_vl": "captioners.tiny:build_qwen2_5_vl",
-    "qwen2_vl": "captioners.tiny:build_qwen2_vl",
-    "qwen3_vl": "captioners.tiny:build_qwen3_vl",
-    "llm": "captioners.tiny:build_llm",
-}

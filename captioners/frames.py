@@ -1,28 +1,23 @@
-"""Frames for the model stages: which frames of a clip to sample, and decoding them on CPU threads while
-the GPU works.
+"""Frames for the model stages: which frames of a clip to sample, and getting them from the engine's
+frame service (``engine.frames``) while the GPU works.
 
-``FrameFeeder.submit(rows, ...)`` starts decoding at once — one task per video, so clips of the same video
-share one open reader and mostly sequential seeks — and ``result(i)`` waits only for row i's video. A stage
-captions the first rows while later ones are still being decoded. PyAV and decord release the GIL while
-decoding, so threads overlap decode, resize and the GPU. A clip that cannot be decoded gives its error
-message instead of frames; its row becomes an error row, the others go on.
+``FrameFeeder.submit(rows, ...)`` starts decoding at once (one task per video, each file opened once and
+each needed frame decoded once) and ``result(i)`` waits only for row i's video. A stage captions the first
+rows while later ones are still being decoded. A clip that cannot be decoded gives its error message
+instead of frames; its row becomes an error row, the others go on.
 """
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-import av
 import numpy as np
 
-from engine.io import local_copy
-from engine.video import VideoError, clip_frame_indices, open_video
+from engine.frames import FrameBatch, FrameRequest, FrameService
+from engine.video import clip_frame_indices
 
 log = logging.getLogger(__name__)
-
-DECODE_ERRORS = (VideoError, IndexError, RuntimeError, OSError, ValueError, av.error.FFmpegError)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -62,54 +57,34 @@ def plan_clip(row: dict, vlm, frames: int, max_pixels: int, min_pixels: int = 0,
 
 
 class FrameFeeder:
-    """Decodes the frames of many clips on a thread pool, grouped by video."""
+    """The rows-and-plans face of ``engine.frames.FrameService`` for the captioning stages."""
 
     def __init__(self, threads: int = 8):
-        self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="vde-frames")
-        self._futures: list[Future] = []
-        self._slot: list[tuple[int, int]] = []
+        self.service = FrameService(threads)
+        self._batch: FrameBatch | None = None
+        self._request_of: dict[int, int] = {}
 
     def submit(self, rows: list[dict], plans: list[FramePlan | None]) -> None:
         """Start decoding ``plans[i]`` of ``rows[i]`` (None = nothing to decode for that row)."""
-        groups: dict[str, list[int]] = {}
+        requests: list[FrameRequest] = []
+        self._request_of = {}
         for i, (row, plan) in enumerate(zip(rows, plans)):
             if plan is not None:
-                groups.setdefault(row["uri"], []).append(i)
-        self._futures, self._slot = [], [(-1, -1)] * len(rows)
-        for uri, members in groups.items():
-            codec = rows[members[0]].get("codec")
-            self._futures.append(self.pool.submit(_decode_video, uri, codec, [plans[i] for i in members]))
-            for k, i in enumerate(members):
-                self._slot[i] = (len(self._futures) - 1, k)
+                self._request_of[i] = len(requests)
+                requests.append(FrameRequest(uri=row["uri"], indices=tuple(plan.indices), size=plan.size, key=i,
+                                             decoded_frames=row.get("frames_decoded")))
+        if self._batch is not None:
+            self._batch.close()
+        self._batch = self.service.submit(requests)
 
     def result(self, i: int) -> np.ndarray | str | None:
         """Row i's frames ``[T, H, W, 3]``, or the reason they could not be decoded, or None if not planned."""
-        future, k = self._slot[i]
-        if future < 0:
+        if i not in self._request_of or self._batch is None:
             return None
-        return self._futures[future].result()[k]
+        clip = self._batch.result(self._request_of[i])
+        if clip.error is not None:
+            return f"cannot decode frames {list(clip.request.indices[:3])}... ({clip.error})"
+        return np.ascontiguousarray(clip.frames)
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _decode_video(uri: str, codec: str | None, plans: list[FramePlan]) -> list[np.ndarray | str]:
-    try:
-        with local_copy(uri) as path:
-            reader = open_video(path, codec=codec)
-            try:
-                return [_read(reader, plan) for plan in plans]
-            finally:
-                reader.close()
-    except DECODE_ERRORS as exc:
-        return [f"cannot open the video for frames ({type(exc).__name__}: {exc})"] * len(plans)
-
-
-def _read(reader, plan: FramePlan) -> np.ndarray | str:
-    try:
-        frames = reader.get_frames(plan.indices, size=plan.size)
-    except DECODE_ERRORS as exc:
-        return f"cannot decode frames {plan.indices[:3]}... ({type(exc).__name__}: {exc})"
-    if frames.ndim != 4 or frames.shape[0] == 0:
-        return "no frame decoded"
-    return np.ascontiguousarray(frames)
+        self.service.close()

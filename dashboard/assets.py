@@ -13,3 +13,4 @@ def _read(name: str) -> str:
 
 CSS = _read("report.css")
 JS = _read("report.js")
+WHATIF_JS = _read("whatif.js")  # threshold what-if and score scatter

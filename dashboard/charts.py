@@ -13,8 +13,8 @@ from html import escape
 
 from dashboard.data import Bars, Histogram, Threshold
 
-W, H = 400, 210  # histogram viewBox; the SVG scales to its card's width
-ML, MR, MT, MB = 40, 12, 24, 30  # margins: room for the y labels, the threshold labels, the x labels
+W, H = 400, 224  # histogram viewBox; the SVG scales to its card's width
+ML, MR, MT, MB = 50, 12, 24, 44  # margins: y labels and title, threshold labels, x labels and title
 
 
 def esc(value) -> str:
@@ -71,7 +71,8 @@ def _threshold_label(t: Threshold) -> str:
     return f"{'≥' if t.op == 'min' else '≤'} {fmt(t.value)}"
 
 
-def histogram_svg(h: Histogram, kept_label: str = "kept", dropped_label: str = "dropped") -> str:
+def histogram_svg(h: Histogram, kept_label: str = "kept", dropped_label: str = "dropped",
+                  y_title: str = "clips") -> str:
     """Stacked kept/dropped histogram with each threshold as a line over the excluded (shaded) side."""
     if not h.edges:
         return f'<div class="empty">no values{f" ({h.missing:,} missing)" if h.missing else ""}</div>'
@@ -134,9 +135,11 @@ def histogram_svg(h: Histogram, kept_label: str = "kept", dropped_label: str = "
         out.append(f'<line class="tick" x1="{x:.1f}" x2="{x:.1f}" y1="{MT + ph}" y2="{MT + ph + 4}"/>'
                    f'<text class="xlab" x="{x:.1f}" y="{MT + ph + 16}">{fmt(v)}</text>')
     out.append(f'<line class="axis" x1="{ML}" x2="{W - MR}" y1="{MT + ph}" y2="{MT + ph}"/>')
-    if h.clipped:
-        out.append(f'<text class="xlab clipnote" x="{W - MR}" y="{H - 2}" text-anchor="end">'
-                   f'range p0.5–p99.5; outliers in the end bars</text>')
+    x_title = h.title + (" · range p0.5–p99.5, outliers in the end bars" if h.clipped else "")
+    mid_y = MT + ph / 2
+    out.append(f'<text class="axis-title" x="{ML + pw / 2:.1f}" y="{H - 6}" text-anchor="middle">'
+               f'{escape(x_title)}</text><text class="axis-title" x="12" y="{mid_y:.1f}" text-anchor="middle" '
+               f'transform="rotate(-90 12 {mid_y:.1f})">{escape(y_title)}</text>')
     out.append("</svg>")
     return "".join(out)
 

@@ -53,6 +53,9 @@ SCORE_ORDER = ("motion", "aesthetic", "text_area", "clarity", "consistency")
 # caption stages (caption_*, category_*, dsg_*) are charted with the captions, not with the scores.
 NOT_SCORES = frozenset({"crop_x", "crop_y", "crop_w", "crop_h", "score_frames", "caption_frames", "duplicate_cosine"})
 CAPTION_PREFIXES = ("caption_", "category_", "dsg_")
+# Numeric columns that describe how a clip was sampled, not how good it is: charted apart, collapsed.
+BOOKKEEPING = frozenset({"frame_stride", "num_frames", "sample_start_frame", "clip_frames_scored", "aspect_ratio",
+                         "text_tokens"})
 # Clip columns the report reads besides the scores (absent ones are skipped).
 META_COLUMNS = ("clip_id", "video_id", "uri", "status", "error", "error_stage", "error_cause", "start_frame", "end_frame", "start_s", "end_s",
                 "clip_frames", "clip_duration_s", "fps", "display_width", "display_height", "width", "height",
@@ -62,12 +65,13 @@ VIDEO_COLUMNS = ("uri", "video_id", "status", "error", "error_stage", "error_cau
 THRESHOLD_ALIASES = {"clip_s": "clip_duration_s", "duration_s": "clip_duration_s", "clip_duration": "clip_duration_s",
                      "side": "short_side", "short_side": "short_side"}
 VIRTUAL_COLUMNS = ("short_side",)  # computed by the report (min of display width and height)
-MAX_REASONS = 40  # more distinct drop reasons than this: numbers in them are folded ("motion 0.1 < 0.3" -> "#")
 BINS = 30
-# A number standing alone in a drop reason or error cause ("frame 17", "< 0.3"; not "x264"): RE2 syntax, as
-# pyarrow's regex functions need, and valid for Python's re too.
+# A number standing alone in an error cause ("frame 17"; not "x264"): causes differing only in these are one group.
 NUMBER = re.compile(r"\b\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 UNTRAINED_PREFIX = "[untrained model]"
+# The clip's value in a filter's drop reason ("motion_score 0.03 < min_motion 0.3", "camera_move pan not in
+# camera_moves [static]"; "... missing (min_motion 0.3)" has none): RE2 syntax, as pyarrow's regex functions need, and valid for Python's re too.
+RULE_VALUE = re.compile(r"^(\S+) \S+ (<|>|!=|not in) ")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -111,7 +115,8 @@ class ReportData:
     kpis: dict[str, Any]
     reasons: list[dict]  # [{"reason", "count", "sole"}]
     clip_hists: list[Histogram]
-    score_hists: list[Histogram]
+    score_hists: list[Histogram]  # quality scores
+    bookkeeping_hists: list[Histogram]  # micro-conditions, sampling geometry and columns constant in this run
     video_hists: list[Histogram]
     bars: dict[str, Bars]
     caption_hist: Histogram | None
@@ -124,6 +129,8 @@ class ReportData:
     gallery_rows: list[dict]
     extras: dict[str, Any]  # dsg_video.json, categories.json, shards/index.json when present
     untrained: bool
+    whatif: dict | None = None  # sliders + per-clip values for the page's threshold what-if (dashboard.whatif)
+    scatter: dict | None = None  # a sample of clips' scores for the page's scatter
 
 
 # -- reading ------------------------------------------------------------------------------------------------
@@ -163,6 +170,15 @@ def numeric_columns(schema: pa.Schema) -> list[str]:
     """Numeric clip columns that are not engine metadata: whatever the scorers and captioners added."""
     return [f.name for f in schema if f.name not in ENGINE_COLUMNS and f.name not in NOT_SCORES
             and not f.name.startswith("_") and (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))]
+
+
+def is_bookkeeping(h: Histogram) -> bool:
+    """Micro-conditions and sampling geometry (what encode records), or a column with one value in this run,
+    unless a threshold acts on it."""
+    if h.thresholds:
+        return False
+    constant = bool(h.stats) and h.stats["min"] == h.stats["max"]
+    return h.column in BOOKKEEPING or h.column.startswith(("crop_", "orig_")) or constant
 
 
 def score_columns(schema: pa.Schema) -> list[str]:
@@ -323,16 +339,21 @@ def bars(title: str, labels: pa.Array | pa.ChunkedArray, kept: np.ndarray, top: 
                 dropped=[int(d[i]) for i in shown], other=other)
 
 
+def rule_of(reason: str) -> str:
+    """A drop reason without the clip's own value: ``motion_score 0.03 < min_motion 0.3`` ->
+    ``motion_score < min_motion 0.3``, so clips group by the rule that dropped them."""
+    return RULE_VALUE.sub(r"\1 \2 ", reason.strip())
+
+
 def drop_reasons(reasons: pa.ChunkedArray, dropped: np.ndarray) -> list[dict]:
-    """Clips per drop reason (a clip with several reasons counts under each) and per sole reason."""
+    """Clips per rule that dropped them (a clip failing several counts under each) and per sole rule."""
     col = pc.filter(reasons, pa.array(dropped)) if len(reasons) else reasons
     col = pc.cast(col, pa.string())
     split = pc.split_pattern(pc.fill_null(col, ""), ";")
     flat = pc.utf8_trim_whitespace(pc.list_flatten(split))
     # dedup names the kept clip in each reason: one bar for all of them
     flat = pc.replace_substring_regex(flat, r"^duplicate of \S+ \(cosine [0-9.]+\)$", "duplicate (dedup)")
-    if pc.count_distinct(flat).as_py() > MAX_REASONS:
-        flat = pc.replace_substring_regex(flat, NUMBER.pattern, "#")
+    flat = pc.replace_substring_regex(flat, RULE_VALUE.pattern, r"\1 \2 ")
     lengths = pc.list_value_length(split).to_numpy(zero_copy_only=False)
     sole = pc.filter(flat, pa.array(np.repeat(lengths == 1, lengths)))
     counts = {r["values"]: r["counts"] for r in pc.value_counts(flat).to_pylist()}
@@ -347,7 +368,9 @@ def drop_reasons(reasons: pa.ChunkedArray, dropped: np.ndarray) -> list[dict]:
 
 
 def errors(table: pa.Table) -> list[dict]:
-    """Error rows grouped by cause (the ``error_stage`` / ``error_cause`` columns), with the files."""
+    """Error rows grouped by cause (the ``error_stage`` / ``error_cause`` columns), with the files. Causes that differ
+    only in their numbers ("failed at frame 17", "... 33") are one group, shown with the words of its first error,
+    never with masked digits."""
     if table is None or "status" not in table.column_names:
         return []
     bad = table.filter(pc.equal(table.column("status"), "error"))
@@ -359,12 +382,23 @@ def errors(table: pa.Table) -> list[dict]:
                                                    col("error_cause")):
         stage, cause = stage or "", cause or message or "(no message)"
         key = NUMBER.sub("#", cause.split(" (")[0])  # "failed at frame 17" and "... 33" are one cause
-        group = groups.setdefault(key, {"cause": key, "stage": stage, "count": 0, "files": []})
+        group = groups.setdefault(key, {"cause": cause, "stage": stage, "count": 0, "files": [], "variants": set()})
         group["count"] += 1
+        group["variants"].add(cause)
         if len(group["files"]) < 200:
             group["files"].append({"file": (uri or "").rsplit("/", 1)[-1], "uri": uri, "clip_id": clip_id,
                                    "message": cause})
+    for group in groups.values():
+        group["variants"] = len(group["variants"])
     return sorted(groups.values(), key=lambda g: (-g["count"], g["cause"]))
+
+
+def human_bytes(size: float) -> str:
+    """1234 -> '1.2 kB', 5.3e9 -> '5.3 GB' (decimal units, as disks are sold)."""
+    for unit, div in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= div:
+            return f"{size / div:.3g} {unit}"
+    return f"{int(size)} B"
 
 
 LABELS = {  # columns whose generic title would read badly
@@ -417,7 +451,10 @@ def collect(output: str, gallery: int = 96, seed: int = 0) -> ReportData:
     caption_numeric = [c for c in numeric_columns(clips_ds.schema) if c.startswith(CAPTION_PREFIXES)] \
         if clips_ds is not None else []
     flags = [n for n in (clips_ds.schema.names if clips_ds is not None else []) if "untrained" in n]
-    clips = _read(clips_ds, [*META_COLUMNS, *scores, *caption_numeric, *flags])
+    from dashboard import whatif
+
+    rule_columns = whatif.rule_columns(run)
+    clips = _read(clips_ds, list(dict.fromkeys([*META_COLUMNS, *scores, *caption_numeric, *flags, *rule_columns])))
     if clips is None:
         clips = _empty_clips()
     videos = _read(videos_ds, list(VIDEO_COLUMNS))
@@ -452,7 +489,8 @@ def collect(output: str, gallery: int = 96, seed: int = 0) -> ReportData:
         {"key": "clips", "label": "Clips", "count": n, "note": ""},
     ]
     if clip_errors_n:
-        funnel.append({"key": "clips_ok", "label": "Clips scored", "count": int(ok.sum()),
+        funnel.append({"key": "clips_ok", "label": "Clips scored" if scores else "Clips without error",
+                       "count": int(ok.sum()),
                        "note": f"{clip_errors_n:,} failed"})
     duplicates = ok & pc.is_valid(clips.column("duplicate_of")).to_numpy(zero_copy_only=False) \
         if "duplicate_of" in cols and n else np.zeros(n, bool)
@@ -471,7 +509,7 @@ def collect(output: str, gallery: int = 96, seed: int = 0) -> ReportData:
         count = sum(int(s.get("count", 0) or 0) for s in shard_list)
         size = sum(int(s.get("bytes", 0) or 0) for s in shard_list)
         funnel.append({"key": "sharded", "label": "In shards", "count": count,
-                       "note": f"{len(shard_list):,} shards, {size / 1e9:.2f} GB"})
+                       "note": f"{len(shard_list):,} shards, {human_bytes(size)}"})
         per_bucket: dict[str, int] = {}
         for s in shard_list:
             bucket = str(s.get("bucket", "?"))
@@ -523,8 +561,10 @@ def collect(output: str, gallery: int = 96, seed: int = 0) -> ReportData:
                                or pa.types.is_floating(clips.schema.field(column).type)):
             clip_hists.append(histogram(column, pretty(column), _finite(clips.column(column))[0], ok, kept,
                                         lines_for(column), pa.types.is_integer(clips.schema.field(column).type)))
-    score_hists = [histogram(c, pretty(c), _finite(clips.column(c))[0], ok, kept, lines_for(c),
-                             pa.types.is_integer(clips.schema.field(c).type)) for c in scores]
+    all_score_hists = [histogram(c, pretty(c), _finite(clips.column(c))[0], ok, kept, lines_for(c),
+                                 pa.types.is_integer(clips.schema.field(c).type)) for c in scores]
+    score_hists = [h for h in all_score_hists if not is_bookkeeping(h)]
+    bookkeeping_hists = [h for h in all_score_hists if is_bookkeeping(h)]
 
     video_hists: list[Histogram] = []
     if videos is not None and videos.num_rows:
@@ -574,12 +614,14 @@ def collect(output: str, gallery: int = 96, seed: int = 0) -> ReportData:
         reasons = [{"reason": "(no reason given)", "count": int(dropped.sum()), "sole": int(dropped.sum())}]
     rows = _gallery(clips, ok, kept, dropped, scores, gallery, seed)
     return ReportData(output=output, run=run, funnel=funnel, has_keep=has_keep, kpis=kpis, reasons=reasons,
-                      clip_hists=clip_hists, score_hists=score_hists, video_hists=video_hists, bars=bar_charts,
+                      clip_hists=clip_hists, score_hists=score_hists, bookkeeping_hists=bookkeeping_hists,
+                      video_hists=video_hists, bars=bar_charts,
                       caption_hist=caption_hist, caption_hists=caption_hists, thresholds=lines,
                       unmatched_thresholds=unmatched,
                       video_errors=errors(videos) if videos is not None else [],
                       clip_errors=errors(clips), score_columns=scores, gallery_rows=rows, extras=extras,
-                      untrained=untrained)
+                      untrained=untrained, whatif=whatif.whatif(run, clips, ok, kept, seed),
+                      scatter=whatif.scatter(clips, ok, kept, [*scores, "clip_duration_s"], seed))
 
 
 def _gallery(clips: pa.Table, ok: np.ndarray, kept: np.ndarray, dropped: np.ndarray, scores: list[str],

@@ -11,7 +11,7 @@ from dashboard import assets
 from dashboard.captions import dsg_html, taxonomy_html
 from dashboard.charts import bars_svg, fmt, hbar_svg, histogram_svg, legend
 from dashboard.charts import esc as _e
-from dashboard.data import Bars, Histogram, ReportData, pretty
+from dashboard.data import Bars, Histogram, ReportData, pretty, rule_of
 
 CSP = ("default-src 'none'; img-src data:; media-src 'self' file:; style-src 'unsafe-inline'; "
        "script-src 'unsafe-inline'")
@@ -90,10 +90,14 @@ def _reasons(d: ReportData) -> str:
 
 def _kpis(d: ReportData) -> str:
     k = d.kpis
-    def hours(h: float) -> str:
-        return f"{h:,.2f} h" if h >= 0.1 else f"{h * 60:.1f} min"
+    # one unit for the whole tile, chosen by the larger number (the footage before filtering)
+    in_hours = k["hours"] >= 1
 
-    kept = f"kept ({k['kept_pct']:.1f}% of scored clips)" if d.has_keep else "clips (no filter)"
+    def hours(h: float) -> str:
+        return f"{h:,.2f} h" if in_hours else f"{h * 60:,.1f} min"
+
+    scored = "scored clips" if d.score_columns else "clips without error"
+    kept = f"kept ({k['kept_pct']:.1f}% of {scored})" if d.has_keep else "clips (no filter)"
     tiles = [("videos", fmt(k["videos"]), "input videos"), ("clips", fmt(k["clips"]), "clips cut"),
              ("kept", fmt(k["kept"]), kept),
              ("hours", hours(k["kept_hours"]), f"footage kept, of {hours(k['hours'])}"),
@@ -113,7 +117,9 @@ def _errors(d: ReportData) -> str:
             files = "".join(f"<li><span class='mono'>{_e(f['file'])}</span>"
                             f"{' · ' + _e(f['clip_id']) if f.get('clip_id') else ''}</li>" for f in g["files"])
             more = f"<li>… and {g['count'] - len(g['files']):,} more</li>" if g["count"] > len(g["files"]) else ""
-            rows.append(f'<tr data-cause="{_e(g["cause"])}" data-count="{g["count"]}"><td>{_e(g["cause"])}'
+            similar = f' <span class="muted">(and {g["variants"] - 1:,} like it, other numbers)</span>' \
+                if g.get("variants", 1) > 1 else ""
+            rows.append(f'<tr data-cause="{_e(g["cause"])}" data-count="{g["count"]}"><td>{_e(g["cause"])}{similar}'
                         f'<details><summary>{len(g["files"])} file(s)</summary><ul class="err-files">{files}{more}</ul>'
                         f'</details></td><td>{_e(g["stage"])}</td><td class="n">{g["count"]:,}</td></tr>')
         return (f'<div class="card"><h3>{what}</h3><table class="t"><tr><th>cause</th><th>stage</th>'
@@ -173,12 +179,66 @@ def _run(d: ReportData) -> str:
                f'<th>kept</th></tr>{history}</table></details>' if history else "") + "</div>")
 
 
+def _json(payload) -> str:
+    """Data for the page script (``</`` escaped so it cannot close the script element)."""
+    return json.dumps(payload, separators=(",", ":"), default=str).replace("<", "\\u003c")
+
+
+CARD_SCORES = 4  # scores on a gallery card (the sorted one is added); the rest are in the clip's details
+DROPPED_GROUPS, DROPPED_PER_GROUP = 8, 6  # the dropped-clips gallery: reasons shown, clips per reason
+
+
+def _whatif(d: ReportData) -> str:
+    w = d.whatif
+    if not w:
+        return ""
+    rows = []
+    for i, r in enumerate(w["rules"]):
+        source = f"{_e(r['key'])}"
+        sign = "≥" if r["op"] == ">=" else "≤"
+        rows.append(
+            f'<div class="wi-rule" data-rule="{i}" data-threshold="{r["value"]!r}"><label for="wi-range-{i}">'
+            f'<span class="mono">{source}</span> <span class="muted">({_e(r["column"])} {sign})</span></label>'
+            f'<input type="range" id="wi-range-{i}" min="{r["min"]!r}" max="{r["max"]!r}" step="{r["step"]!r}" '
+            f'value="{r["value"]!r}"><input type="number" id="wi-num-{i}" step="any" value="{r["value"]!r}" '
+            f'aria-label="{source}"><button type="button" class="wi-reset" data-rule="{i}">reset</button>'
+            f'<span class="wi-removed"></span></div>')
+    sample = (f" Computed from a random sample of {w['rows']:,} of the {w['clips_ok']:,} clips; counts are scaled."
+              if w["sampled"] else "")
+    return (f'<div class="card" id="whatif"><h3>What if: move a threshold</h3><div class="sub">The kept count and '
+            f'funnel below are recomputed in this page from every clip\'s values, as the filter would '
+            f'(stage {_e(", ".join(w["stages"]))}); the run itself is unchanged.{sample}</div>'
+            f'<div class="wi-rules">{"".join(rows)}</div>'
+            f'<div class="wi-result">kept <b id="whatif-kept" data-value="{w["kept"]}">{w["kept"]:,}</b> of '
+            f'{w["clips_ok"]:,} clips without error <span id="whatif-delta" class="muted"></span></div>'
+            f'<ol class="funnel" id="whatif-funnel"></ol></div>'
+            f'<script type="application/json" id="vde-whatif">{_json(w)}</script>')
+
+
+def _scatter(d: ReportData) -> str:
+    s = d.scatter
+    if not s:
+        return ""
+    labels = {c: pretty(c) for c in s["columns"]}
+    s = {**s, "labels": labels}
+    options = "".join(f'<option value="{_e(c)}">{_e(labels[c])}</option>' for c in s["columns"])
+    note = f"a random sample of {s['sampled']:,} of {s['of']:,} clips" if s["sampled"] < s["of"] else \
+        f"all {s['of']:,} clips without error"
+    return (f'<div class="card wide" id="scatter" data-chart="scatter"><h3>Two scores against each other</h3>'
+            f'<div class="sub">{note}; blue kept, orange dropped</div><div class="controls">'
+            f'<label>x <select id="scatter-x">{options}</select></label>'
+            f'<label>y <select id="scatter-y">{options}</select></label></div>'
+            f'<div id="scatter-plot"></div></div>'
+            f'<script type="application/json" id="vde-scatter">{_json(s)}</script>')
+
+
 def gallery_json(d: ReportData, thumbs: list[dict], report_dir: str | None) -> str:
     """The gallery's data for the page script (``</`` escaped so it cannot close the script element)."""
     items = []
     for row, thumb in zip(d.gallery_rows, thumbs or [{} for _ in d.gallery_rows]):
         caption = row.get("caption") or ""
         reason = row.get("drop_reason") or ""
+        rules = list(dict.fromkeys(rule_of(r) for r in reason.split(";") if r.strip()))
         href = None
         clip_uri = row.get("clip_uri")
         if report_dir and clip_uri and "://" not in clip_uri and os.path.isfile(clip_uri):
@@ -187,15 +247,19 @@ def gallery_json(d: ReportData, thumbs: list[dict], report_dir: str | None) -> s
         fields = {k: v for k, v in row.items() if k not in ("caption", "tags", "kept", "video") and v is not None}
         items.append({
             "id": row.get("clip_id"), "video": row.get("video"), "kept": row["kept"], "reason": reason,
-            "reasons": [r.strip() for r in reason.split(";") if r.strip()], "caption": caption,
+            "reasons": rules, "caption": caption,
             "words": len(caption.replace("[untrained model]", "").split()) if caption else None,
             "category": row.get("category"), "start_s": row.get("start_s"), "end_s": row.get("end_s"),
             "dur": row.get("clip_duration_s"), "res": f"{w}×{h}" if w and h else "", "tags": row["tags"],
             "s": {c: row.get(c) for c in d.score_columns}, "thumb": thumb, "href": href, "fields": fields,
         })
     payload = {"items": items, "scores": d.score_columns, "labels": {c: pretty(c) for c in d.score_columns},
+               "card_scores": sorted((h.column for h in d.score_hists), key=lambda c: not any(
+                   t.column == c and t.drops for t in d.thresholds))[:CARD_SCORES],  # filtered-on scores first
+               "reasons": [[r["reason"], r["count"]] for r in d.reasons][:DROPPED_GROUPS],
+               "per_reason": DROPPED_PER_GROUP,
                "total": d.kpis["clips"], "default_sort": d.score_columns[0] if d.score_columns else "duration"}
-    return json.dumps(payload, separators=(",", ":"), default=str).replace("<", "\\u003c")
+    return _json(payload)
 
 
 def _gallery(d: ReportData) -> str:
@@ -229,7 +293,8 @@ def page(d: ReportData, thumbs: list[dict], report_dir: str | None = None) -> st
     clip_cards = "".join(hist_card(h, "per clip") for h in d.clip_hists)
     clip_cards += "".join(bars_card(d.bars[k], "per clip") for k in ("resolution", "orientation", "fps", "camera_move")
                           if k in d.bars)
-    video_cards = "".join(hist_card(h, "per decoded source video", kept_label="videos") for h in d.video_hists)
+    video_cards = "".join(hist_card(h, "per decoded source video", kept_label="videos", y_title="videos")
+                          for h in d.video_hists)
     if "codec" in d.bars:
         video_cards += bars_card(d.bars["codec"], "per decoded source video", unit="videos")
     if "buckets" in d.bars:
@@ -237,6 +302,11 @@ def page(d: ReportData, thumbs: list[dict], report_dir: str | None = None) -> st
     score_cards = "".join(hist_card(h, "per scored clip") for h in d.score_hists) or \
         '<div class="card"><div class="empty">no score columns in this manifest (the pipeline has no scorer)' \
         '</div></div>'
+    bookkeeping = "".join(hist_card(h, "per scored clip") for h in d.bookkeeping_hists)
+    if bookkeeping:
+        bookkeeping = (f'<details class="bookkeeping" id="bookkeeping"><summary>Bookkeeping: micro-conditions, '
+                       f'sampling geometry and columns with one value in this run ({len(d.bookkeeping_hists)})'
+                       f'</summary><div class="grid">{bookkeeping}</div></details>')
     content = ""
     if d.caption_hist is not None:
         content += hist_card(d.caption_hist, "words per caption")
@@ -259,17 +329,20 @@ def page(d: ReportData, thumbs: list[dict], report_dir: str | None = None) -> st
 <div class="where" title="{_e(d.output)}">{_e(name)} · {_e(d.output)}</div>
 <nav><a href="#overview">Overview</a><a href="#clips">Clips</a><a href="#scores">Scores</a>
 <a href="#content">Captions</a><a href="#errors">Errors ({errors_n:,})</a>
-<a href="#gallery">Gallery</a><a href="#run">Run</a></nav></header>
+<a href="#dropped">Dropped</a><a href="#gallery">Gallery</a><a href="#run">Run</a></nav></header>
 <main>{banner}
 <section id="overview"><h2>Overview</h2><p class="lead">From input videos to kept clips.</p>{_kpis(d)}
 <div class="grid two" style="margin-top:14px"><div class="card"><h3>Filter funnel</h3>{_funnel(d)}</div>
-<div class="card"><h3>Dropped clips by reason</h3>{_reasons(d)}</div></div></section>
+<div class="card"><h3>Dropped clips by reason</h3>{_reasons(d)}</div>{_whatif(d)}</div></section>
 <section id="clips"><h2>Clips</h2><p class="lead">Duration, size and frame rate of the clips the splitter cut,
 and of their source videos.</p>{legend()}<div class="grid">{clip_cards}{video_cards}</div></section>
 <section id="scores"><h2>Scores</h2><p class="lead">Every score column in the manifest; lines are the pipeline's
-thresholds, the shaded side is what the filter drops.</p>{legend()}<div class="grid">{score_cards}</div></section>
+thresholds, the shaded side is what the filter drops.</p>{legend()}<div class="grid">{score_cards}{_scatter(d)}</div>
+{bookkeeping}</section>
 <section id="content"><h2>Captions and categories</h2><div class="grid">{content}</div></section>
 <section id="errors"><h2>Errors</h2><p class="lead">Bad inputs by cause, with the files.</p>{_errors(d)}</section>
+<section id="dropped"><h2>Dropped clips by reason</h2><p class="lead">Up to {DROPPED_PER_GROUP} sampled clips
+for each rule that dropped clips, most frequent rule first.</p><div id="dropped-groups"></div></section>
 <section id="gallery"><h2>Sample gallery</h2><p class="lead">A fixed random sample of kept and dropped clips plus
 the lowest and highest clip of every score. Hover a clip to play its frames, click it for details.</p>
 {_gallery(d)}</section>
@@ -281,5 +354,6 @@ the lowest and highest clip of every score. Hover a clip to play its frames, cli
 <button class="close" id="modal-close" aria-label="close">×</button><div id="modal-body"></div></div></div>
 <script type="application/json" id="vde-gallery">{gallery_json(d, thumbs, report_dir)}</script>
 <script>{assets.JS}</script>
+<script>{assets.WHATIF_JS}</script>
 </body></html>
 """

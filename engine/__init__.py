@@ -1,9 +1,3 @@
 """vde engine: stage contract, pipelines, executors, video I/O, manifests, resume and the CLI."""
 
 import _vde_torchvision  # noqa: F401 - torchvision importable on CPU torch, for whatever imports it next
-
-STAGES = {
-    "probe": "engine.probe:Probe",
-    "split": "engine.scenes:SceneSplit",
-    "write_clips": "engine.clips:WriteClips",
-}

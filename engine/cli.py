@@ -8,43 +8,35 @@ traceback is shown only with ``--log-level DEBUG``.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
-import traceback
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from engine import registry
+
 log = logging.getLogger("vde")
 console = Console(stderr=True)
 
 DEMO_OUTPUT = "vde-demo"  # relative to where vde runs; ignored by git in a checkout (.gitignore)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-# Packages that add their own subcommands (``register(subparsers)``), imported only if present.
-SUBCOMMAND_MODULES = ("stiv.cli", "shards.cli", "dashboard.cli")
-
-
-OUR_LOGGERS = ("vde", "engine", "filters", "captioners", "shards", "stiv", "dashboard")
 
 
 def _setup_logging(level: str) -> None:
     # Libraries (open_clip, transformers, ray) log at WARNING and up; vde's own packages at ``level``.
     logging.basicConfig(level=logging.WARNING, format="%(message)s", datefmt="[%X]",
                         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)])
-    for name in OUR_LOGGERS:
+    for name in ("vde", "engine", *registry.plugin_modules()):
         logging.getLogger(name).setLevel(level.upper())
+    # The environment is enough: transformers reads both when (and only if) a stage imports it, so a
+    # pipeline without models does not pay its import (seconds) at start-up.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "warning")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
 
 
 def _executor(args: argparse.Namespace):
@@ -141,7 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from engine.lock import OutputError, guard_output
-    from engine.samples import write_demo_videos
+    from engine.synthetic import write_demo_videos
 
     out = Path(args.output)
     try:
@@ -155,11 +147,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _fail(str(exc))
         return 2
     if status == 0 and not args.no_report:
-        try:
-            from dashboard.report import build_report
-        except ImportError:
-            return status
-        log.info("report: %s", build_report(str(out)))
+        for name, target in registry.entry_points(registry.REPORTS).items():
+            try:
+                build = registry.load(target)
+            except ImportError as exc:
+                log.info("no %s report: %s", name, exc)
+                continue
+            log.info("report: %s", build(str(out)))
     return status
 
 
@@ -184,6 +178,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if key in s:
             table.add_row(key, str(s[key]))
     console.print(table)
+    _print_drops(s.get("videos_without_clips", 0), s.get("shots_no_clip", {}))
     timing = Table(title="per-stage time (summed over workers)")
     timing.add_column("stage")
     timing.add_column("seconds", justify="right")
@@ -265,6 +260,7 @@ def _print_summary(summary) -> None:
     for kind, uris in summary.inputs_changed.items():
         console.print(f"inputs {kind} since the last run: {len(uris)}" + (f" ({', '.join(uris[:3])}, ...)"
                                                                          if len(uris) > 3 else f" ({', '.join(uris)})"))
+    _print_drops(summary.videos_without_clips, summary.shots_no_clip)
     if summary.errors_by_cause:
         causes = Table(title="errors by cause")
         causes.add_column("cause")
@@ -272,6 +268,13 @@ def _print_summary(summary) -> None:
         for cause, count in summary.errors_by_cause.items():
             causes.add_row(cause, str(count))
         console.print(causes)
+
+
+def _print_drops(videos: int, shots: dict[str, int]) -> None:
+    """The split's account of what gave no clip: a video or shot never vanishes silently."""
+    if any(shots.values()):
+        why = ", ".join(f"{n} {reason}" for reason, n in shots.items() if n)
+        console.print(f"shots without a clip: {sum(shots.values())} ({why}); videos without a clip: {videos}")
 
 
 def _version() -> str:
@@ -335,12 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
     stages.add_argument("name", nargs="?", default=None, help="a stage name (probe, split, ...)")
     stages.set_defaults(func=cmd_stages)
 
-    for name in SUBCOMMAND_MODULES:
+    for target in registry.entry_points(registry.COMMANDS).values():
         try:
-            module = importlib.import_module(name)
-        except ImportError:
+            register = registry.load(target)
+        except ImportError:  # a plugin whose optional dependencies are not installed
             continue
-        module.register(sub)
+        register(sub)
     return parser
 
 

@@ -94,7 +94,8 @@ def cut_clip(path: str, start: int, end: int, mode: str = "auto", crf: int = 18,
         if mode == "copy" and not exact_copy:
             raise VideoError(f"frame {start} does not start a stream copy that decodes to exactly the clip's frames "
                              "(not a keyframe, or the stream reorders frames; use mode: encode)")
-        steps = (["copy"] if exact_copy and mode != "encode" else []) + ([] if mode == "copy" else ["encode", "encode-cfr"])
+        steps = ["copy"] if exact_copy and mode != "encode" else []
+        steps += [] if mode == "copy" else ["encode", "encode-cfr"]
         failures = []
         for step in steps:
             if step == "encode" and not reader.by_timestamp:

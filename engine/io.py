@@ -98,8 +98,10 @@ def list_inputs(spec: str) -> list[str]:
         if not uris:
             raise InputSpecError(f"input list '{spec}' names no video (one URI per line, # for comments)")
         return uris
-    fs, path = url_to_fs(spec)
     protocol = _protocol(spec)
+    if protocol in ("http", "https"):  # one URL: its row says how the server answered (404, 403, ...)
+        return [spec]
+    fs, path = url_to_fs(spec)
     if _looks_like_glob(spec):
         found = [p for p in fs.glob(path) if not fs.isdir(p)]
         if not found:
@@ -181,19 +183,35 @@ def _fingerprint(fs: fsspec.AbstractFileSystem, path: str) -> tuple[str, int]:
 
 
 def mark_duplicates(rows: list[dict]) -> list[dict]:
-    """Turn every row whose content id an earlier row already has into an error row naming that earlier
-    input, under an id of its own (so the manifest keeps both rows). ``rows`` are ingest rows in input order."""
+    """Turn every row whose content an earlier row already has into an error row naming that earlier input,
+    under an id of its own (so the manifest keeps both rows). ``rows`` are ingest rows in input order.
+
+    The content id hashes only the head and tail of a file, so equal ids are confirmed byte for byte; files
+    that differ in between keep their row and get an id from their whole content instead."""
     first: dict[str, str] = {}
     out = []
     for row in rows:
         vid = row["video_id"]
         if row["status"] == OK and vid in first:
-            row = {**row, "video_id": "dup-" + hashlib.sha256(row["uri"].encode()).hexdigest()[:12],
-                   **error_fields("ingest", row["uri"], f"duplicate: same content as {first[vid]}")}
+            if content_sha256(row["uri"]) == content_sha256(first[vid]):
+                row = {**row, "video_id": "dup-" + hashlib.sha256(row["uri"].encode()).hexdigest()[:12],
+                       **error_fields("ingest", row["uri"], f"duplicate: same content as {first[vid]}")}
+            else:
+                row = {**row, "video_id": content_sha256(row["uri"])[:16]}
+                first.setdefault(row["video_id"], row["uri"])
         elif row["status"] == OK:
             first[vid] = row["uri"]
         out.append(row)
     return out
+
+
+def content_sha256(uri: str) -> str:
+    """sha256 of a whole file, read in chunks."""
+    digest = hashlib.sha256()
+    with fsspec.open(uri, "rb") as handle:
+        while chunk := handle.read(8 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @contextlib.contextmanager

@@ -58,6 +58,8 @@ class RunSummary:
     errors_by_kind: dict[str, int] = field(default_factory=dict)  # input / unexpected -> videos and clips
     inputs_changed: dict[str, list[str]] = field(default_factory=dict)  # added / removed / replaced since the last run
     plan: list[str] = field(default_factory=list)  # what the run set out to compute and reuse
+    videos_without_clips: int = 0  # split videos that gave no clip (see shots_no_clip for why)
+    shots_no_clip: dict[str, int] = field(default_factory=dict)  # the split's reason -> shots that gave no clip
     output: str = ""
 
 
@@ -217,8 +219,23 @@ def _summary(videos: pa.Table, video_table: pa.Table, clips: pa.Table, stage_sec
         stage_seconds=stage_seconds, stage_rows=stage_rows,
         errors_by_cause=error_counts([video_table, clips], "cause"),
         errors_by_kind=error_counts([video_table, clips], "kind"), inputs_changed=changes, plan=plan.describe(),
-        output=output,
+        output=output, **_shot_drops(video_table, clips),
     )
+
+
+def _shot_drops(videos: pa.Table, clips: pa.Table) -> dict:
+    """How many split videos and shots gave no clip, and why (the split's shots_no_clip_* columns)."""
+    reasons = [c for c in videos.column_names if c.startswith("shots_no_clip_")]
+    if not reasons:
+        return {}
+    split = pc.and_(pc.equal(videos.column("status"), OK), pc.is_valid(videos.column(reasons[0])))
+    with_clips = set()
+    if "clip_id" in clips.column_names and clips.num_rows:
+        with_clips = set(clips.filter(pc.is_valid(clips.column("clip_id"))).column("video_id").to_pylist())
+    ids = videos.filter(split).column("video_id").to_pylist()
+    return {"videos_without_clips": sum(v not in with_clips for v in ids),
+            "shots_no_clip": {c.removeprefix("shots_no_clip_"): int(pc.sum(videos.column(c)).as_py() or 0)
+                              for c in reasons}}
 
 
 def _write_run_file(manifest: Manifest, pipeline: Pipeline, fingerprints: list[str], inputs: str, executor,

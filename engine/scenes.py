@@ -43,12 +43,19 @@ class Transitions:
     solid: np.ndarray  # bool per frame: black, white or one flat colour
     bad_packets: int = 0  # packets that failed to decode and were skipped
     truncated: str = ""  # why decoding stopped early, if it did
+    gated_windows: int = 0  # transnetv2: network windows the static gate skipped
+    windows: int = 0  # transnetv2: network windows in the video
 
 
 @dataclass(kw_only=True)
 class DetectorConfig:
-    detector: Literal["adaptive", "content", "hash", "histogram"] = "adaptive"  # PySceneDetect hard-cut detector
-    threshold: float = 0.0  # detector threshold; 0 = that detector's default
+    # transnetv2: the TransNetV2 network (cuts and gradual transitions); the others: PySceneDetect's detectors
+    detector: Literal["transnetv2", "adaptive", "content", "hash", "histogram"] = "transnetv2"
+    threshold: float = 0.0  # detector threshold; 0 = that detector's default (transnetv2: 0.5)
+    device: str = "auto"  # transnetv2: auto (cuda when visible) | cpu | cuda | cuda:N
+    batch_windows: int = 8  # transnetv2: 100-frame windows per forward pass
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # transnetv2: auto = bf16 where the hardware has it
+    gate_threshold: float = 2.7  # transnetv2: windows that never leave this content score skip the net; 0 = off
     min_scene_frames: int = 8  # cuts closer than this to the previous one are ignored
     gradual: bool = True  # find fades and dissolves
     gradual_low: float = 0.4  # mean |frame difference| (0-255) that may start a gradual transition
@@ -77,6 +84,8 @@ def _make_detector(cfg: DetectorConfig, fps: float):
 
 def detect_transitions(path: str, cfg: DetectorConfig) -> Transitions:
     """Decode ``path`` once and find its cuts, gradual transitions and solid frames."""
+    if cfg.detector == "transnetv2":
+        return _detect_transnet(path, cfg)
     from scenedetect import FrameTimecode
 
     try:
@@ -141,6 +150,68 @@ def detect_transitions(path: str, cfg: DetectorConfig) -> Transitions:
     gradual = find_gradual(thumb, cuts, cfg) if cfg.gradual else []
     return Transitions(frames=index, times=times_arr, cuts=cuts, gradual=gradual, solid=solid,
                        bad_packets=bad_packets, truncated=truncated)
+
+
+def _detect_transnet(path: str, cfg: DetectorConfig) -> Transitions:
+    from engine.shots import EventRules, decode_and_predict, find_events
+    from engine.transnet import StreamingTransNet
+
+    net = StreamingTransNet(device=cfg.device, batch_windows=cfg.batch_windows, precision=cfg.precision,
+                            gate_threshold=cfg.gate_threshold)
+    with _open(path, cfg) as (container, stream):
+        time_base = float(stream.time_base or 1)
+        fps = float(stream.average_rate or stream.guessed_rate or 25)
+        skipped = [0]
+        frames = iter_frames(container, stream, skipped)
+        try:
+            signals, truncated = decode_and_predict(frames, time_base, fps, net)
+        finally:
+            frames.close()
+            stream = None  # a frame-threaded decoder must be freed before its container closes
+    n = len(signals.times)
+    if n == 0:
+        raise VideoError("no frame could be decoded" + (f" ({truncated})" if truncated else ""))
+    times = signals.times - signals.times.min()
+    solid = _solid(signals.luma_mean, signals.luma_std, cfg)
+    rules = EventRules(threshold=cfg.threshold or EventRules.threshold)
+    cuts, gradual = find_events(signals, solid, rules)
+    if not cfg.gradual:  # report each transition as a cut at its middle
+        cuts, gradual = sorted({*cuts, *((a + b + 1) // 2 for a, b in gradual)} - {0}), []
+    return Transitions(frames=n, times=times, cuts=cuts, gradual=gradual, solid=solid,
+                       bad_packets=skipped[0], truncated=truncated,
+                       gated_windows=signals.gated_windows, windows=signals.windows)
+
+
+class _open:
+    """``with _open(path, cfg) as (container, stream)``: the first video stream, set up for a fast
+    sequential decode; a file that cannot be opened raises VideoError."""
+
+    def __init__(self, path: str, cfg: DetectorConfig):
+        try:
+            self.container = av.open(path)
+        except (av.error.FFmpegError, OSError) as exc:
+            raise VideoError(f"cannot open ({type(exc).__name__}: {exc})") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise VideoError("no video stream")
+        stream = self.container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = cfg.decode_threads
+        # Detectors look at small frames, where deblocking changes nothing; skipping it decodes H.264
+        # about 1.4x faster (bench/bench_split.py).
+        stream.codec_context.options = {"skip_loop_filter": "all"}
+        self.stream = stream
+
+    def __enter__(self):
+        stream, self.stream = self.stream, None
+        return self.container, stream
+
+    def __exit__(self, *exc) -> None:
+        self.container.close()
+
+
+def _solid(mean: np.ndarray, std: np.ndarray, cfg: DetectorConfig) -> np.ndarray:
+    return (std < cfg.solid_std) | (((mean < 20) | (mean > 235)) & (std < cfg.dark_std))
 
 
 def small_bgr(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
@@ -231,18 +302,30 @@ class ClipSpan:
     chunk: int  # index of the chunk within the shot
 
 
+DROP_REASONS = ("short", "transition", "solid")  # why a shot gave no clip
+
+
 def plan_clips(t: Transitions, min_clip_s: float, max_clip_s: float, min_clip_frames: int,
-               trim_s: float = 0.0) -> list[ClipSpan]:
+               trim_s: float = 0.0, drops: dict[str, int] | None = None) -> list[ClipSpan]:
     """Clips from detected transitions: split at cuts, drop transition and solid frames, trim shot ends,
-    chunk long shots into equal parts no longer than ``max_clip_s``, drop what is shorter than the minimum."""
-    usable = ~t.solid.copy()
+    chunk long shots into equal parts no longer than ``max_clip_s``, drop what is shorter than the minimum.
+
+    ``drops`` (if given) counts the shots that gave no clip, by reason: ``short`` (under ``min_clip_s`` or
+    ``min_clip_frames`` once transitions are removed), ``transition`` (every frame between two cuts lies in
+    a fade or dissolve), ``solid`` (every frame is one flat colour)."""
+    in_transition = np.zeros(t.frames, bool)
     for first, last in t.gradual:
-        usable[first: last + 1] = False
+        in_transition[first: last + 1] = True
+    usable = ~t.solid & ~in_transition
     boundaries = [0, *t.cuts, t.frames]
     spans: list[ClipSpan] = []
+    counts = dict.fromkeys(DROP_REASONS, 0)
     shot = 0
     frame_s = _last_duration(t) or 0.04
     for lo, hi in zip(boundaries[:-1], boundaries[1:]):
+        if hi > lo and not usable[lo:hi].any():
+            counts["solid" if t.solid[lo:hi].all() else "transition"] += 1
+            continue
         start = lo
         while start < hi:
             while start < hi and not usable[start]:
@@ -251,9 +334,14 @@ def plan_clips(t: Transitions, min_clip_s: float, max_clip_s: float, min_clip_fr
             while end < hi and usable[end]:
                 end += 1
             if end > start:
-                spans += _chunk(t, start, end, shot, min_clip_s, max_clip_s, min_clip_frames, trim_s, frame_s)
+                chunks = _chunk(t, start, end, shot, min_clip_s, max_clip_s, min_clip_frames, trim_s, frame_s)
+                counts["short"] += not chunks
+                spans += chunks
                 shot += 1
             start = end
+    if drops is not None:
+        for reason, n in counts.items():
+            drops[reason] = drops.get(reason, 0) + n
     return spans
 
 
@@ -295,6 +383,8 @@ class SceneSplit(Stage, DetectorConfig):
         "scene_cuts": pa.list_(pa.int32()),
         "gradual_transitions": pa.list_(pa.list_(pa.int32())),
         "decode_warning": pa.string(),
+        "shots": pa.int32(),  # shots found (stretches between cuts and transitions)
+        **{f"shots_no_clip_{reason}": pa.int32() for reason in DROP_REASONS},  # shots that gave no clip, by why
     }
     adds: ClassVar[dict[str, pa.DataType]] = {
         **video_adds,
@@ -324,6 +414,14 @@ class SceneSplit(Stage, DetectorConfig):
                             f"({self.min_clip_s}) so that chunks of long shots are never too short")
         if self.gradual_low <= 0 or self.gradual_high <= self.gradual_low:
             problems.append("need 0 < 'gradual_low' < 'gradual_high'")
+        if self.detector == "transnetv2":
+            if not 0 <= self.threshold < 1:
+                problems.append(f"'threshold' ({self.threshold}) is a probability for transnetv2: give 0 < t < 1 "
+                                "(or 0 for its default, 0.5)")
+            if self.batch_windows < 1 or self.gate_threshold < 0:
+                problems.append("need 'batch_windows' >= 1 and 'gate_threshold' >= 0 (0 turns the gate off)")
+            if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+                problems.append(f"'device' is auto, cpu, cuda or cuda:N, not '{self.device}'")
         return problems
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
@@ -339,15 +437,19 @@ class SceneSplit(Stage, DetectorConfig):
             f"{t.bad_packets} packet(s) failed to decode and were skipped" if t.bad_packets else "",
             t.truncated,
         ])) or None
+        drops: dict[str, int] = {}
+        spans = plan_clips(t, self.min_clip_s, self.max_clip_s, self.min_clip_frames, self.trim_s, drops)
         video = {
             **row,
             "frames_decoded": t.frames,
             "scene_cuts": t.cuts,
             "gradual_transitions": [list(g) for g in t.gradual],
             "decode_warning": warning,
+            "shots": len({s.shot for s in spans}) + sum(drops.values()),
+            **{f"shots_no_clip_{reason}": drops[reason] for reason in DROP_REASONS},
         }
         rows = []
-        for span in plan_clips(t, self.min_clip_s, self.max_clip_s, self.min_clip_frames, self.trim_s):
+        for span in spans:
             start_s = float(t.times[span.start])
             end_s = float(t.times[span.end]) if span.end < t.frames else float(t.times[-1] + _last_duration(t))
             rows.append({

@@ -1,8 +1,8 @@
 """``tiny:NAME`` model names: tiny random-weight models of the real architectures, built offline on first use.
 
 They let the demo and the tests run every model stage with no network and no weights, through the same
-loading code real models take. Packages list their builders as ``TINY_MODELS = {"name": "module:function"}``
-in their ``__init__``; a builder gets a folder that does not exist yet, saves the model there with the
+loading code real models take. Packages register their builders as ``vde.tiny_models`` entry points
+(engine/registry.py); a builder gets a folder that does not exist yet, saves the model there with the
 library's own format plus ``engine.models.UNTRAINED_MARKER``, and returns the path to load (the folder, or
 a file inside it). Models are built once into ``$VDE_TINY_MODELS`` (default ``~/.cache/vde/tiny-models``)
 via a temporary folder and a rename, so parallel workers never see half a model.
@@ -25,15 +25,10 @@ RECORD = "vde_tiny.json"  # in each built folder: which file or folder to load
 
 
 def known() -> dict[str, str]:
-    from engine.registry import PACKAGES
+    """``NAME -> "module:builder"`` of every registered tiny model."""
+    from engine.registry import TINY_MODELS, entry_points
 
-    builders: dict[str, str] = {}
-    for package in PACKAGES:
-        try:
-            builders.update(getattr(importlib.import_module(package), "TINY_MODELS", {}))
-        except ImportError:
-            continue
-    return builders
+    return entry_points(TINY_MODELS)
 
 
 def cache_dir() -> Path:

@@ -12,16 +12,3 @@ orientation, black borders) and threshold filtering that annotates before it dro
 """
 
 import _vde_torchvision  # noqa: F401 - torchvision importable on CPU torch, for whatever imports it next
-
-STAGES = {
-    "score": "filters.score:Score",
-    "clip_score": "filters.clip_score:ClipScore",
-    "filter": "filters.filter:Filter",
-    "dedup": "filters.dedup:Dedup",
-}
-
-# `tiny:NAME` models for tests and the offline demo (engine/tiny.py builds them on first use).
-TINY_MODELS = {
-    "clip": "filters.testing:build_tiny_clip",
-    "aesthetic-head": "filters.testing:build_tiny_head",
-}

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
-import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -303,62 +301,43 @@ class _Progress:
 
 def embed_stream(groups: Iterable[Any], decode: Callable[[Any], list[Decoded]], embedder: ClipEmbedder,
                  threads: int = 4, prefetch: int = 8) -> Iterator[tuple[Decoded, np.ndarray | None]]:
-    """Decode ``groups`` (e.g. one per video) in ``threads`` threads and embed their frames in full batches
-    of ``embedder.image_batch`` on the device as they arrive; yields (clip, embeddings ``[n, D]`` or None).
+    """Decode ``groups`` (e.g. one per video) with ``decode`` on ``threads`` threads, at most ``prefetch``
+    groups ahead (``engine.frames.prefetch``), and embed them as ``embed_decoded`` does. The clip_score
+    stage feeds ``embed_decoded`` from the engine's frame service instead; this form is for callers with
+    their own decoder (bench/bench_scorers.py)."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    Clips come back in completion order. At most ``prefetch`` decoded groups wait for the device, which
-    bounds memory. Decoding and the device overlap because decoders and CUDA kernels release the GIL.
-    """
-    results: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
-    done, stop = object(), threading.Event()
+    from engine.frames import prefetch as prefetch_map
 
-    def produce(group: Any) -> None:
-        if stop.is_set():
-            return
-        try:
-            results.put(decode(group))
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
-            results.put(exc)
+    def clips() -> Iterator[Decoded]:
+        with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="clip-decode") as pool:
+            for _, decoded, error in prefetch_map(groups, decode, pool, prefetch):
+                if error is not None:
+                    raise error
+                yield from decoded
 
-    def feeder() -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            for future in [pool.submit(produce, g) for g in groups]:
-                future.result()
-        results.put(done)
-
-    thread = threading.Thread(target=feeder, daemon=True, name="clip-decode")
-    thread.start()
-    try:
-        yield from _consume(results, done, embedder)
-    finally:  # on an error or an early close, let the decoders finish instead of blocking on a full queue
-        stop.set()
-        while thread.is_alive():
-            try:
-                results.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        thread.join()
+    yield from embed_decoded(clips(), embedder)
 
 
-def _consume(results: queue.Queue, done: object, embedder: ClipEmbedder) -> Iterator[tuple[Decoded, np.ndarray | None]]:
+def embed_decoded(clips: Iterable[Decoded], embedder: ClipEmbedder) -> Iterator[tuple[Decoded, np.ndarray | None]]:
+    """Embed the frames of ``clips`` as they arrive, in full batches of ``embedder.image_batch`` on the
+    device; yields (clip, embeddings ``[n, D]`` or None), in completion order. The producer (the frame
+    service) decodes ahead on its threads, which bounds memory; decoding and the device overlap because
+    decoders and CUDA kernels release the GIL."""
+    source = iter(clips)
     waiting: deque[list] = deque()  # [progress, frames not embedded yet], in arrival order
     buffered, finished = 0, False
     while not finished:
-        item = results.get()
-        if item is done:
+        clip = next(source, None)
+        if clip is None:
             finished = True
-        elif isinstance(item, BaseException):
-            raise item
+        elif clip.frames is None or len(clip.frames) == 0:
+            yield clip, None
+            continue
         else:
-            for clip in item:
-                if clip.frames is None or len(clip.frames) == 0:
-                    yield clip, None
-                    continue
-                waiting.append([_Progress(clip=clip, total=len(clip.frames)), clip.frames])
-                buffered += len(clip.frames)
-                clip.frames = None  # the waiting list holds the pixels until they are embedded
+            waiting.append([_Progress(clip=clip, total=len(clip.frames)), clip.frames])
+            buffered += len(clip.frames)
+            clip.frames = None  # the waiting list holds the pixels until they are embedded
         # Full batches only, until the input ends: a fixed batch shape keeps the device busy.
         take = buffered if finished else (buffered // embedder.image_batch) * embedder.image_batch
         if take == 0:

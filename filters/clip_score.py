@@ -24,8 +24,8 @@ from engine.models import ModelStage
 from engine.stage import ModelRef, RunContext, StageError, map_rows
 from engine.video import clip_frame_indices
 from engine.tiny import resolve_name
+from engine.frames import ClipFrames, FrameRequest, FrameService
 from filters import clip_models, embeddings
-from filters.frames import group_by_video, read_video_clips
 from filters.scorers.aesthetic import DECLARATIONS
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,7 @@ class ClipScore(ModelStage):
             precision=self.precision, quick_gelu=self.quick_gelu, compile=self.compile, image_batch=self.image_batch)
         if self.embedder.untrained:
             log.warning("clip_score: %s is an untrained test model; its scores mean nothing", self.clip_model)
+        self.frames_service = FrameService(self.decode_threads)
 
     # -- frames ------------------------------------------------------------------------------------------
     def frame_indices(self, row: dict) -> list[int]:
@@ -107,26 +108,25 @@ class ClipScore(ModelStage):
             return list(range(n))
         return sorted({0, n // 2, n - 1})
 
-    def _decode(self, rows: list[dict]) -> list[clip_models.Decoded]:
-        """One video's clips: frames decoded at the model's scale, then centre-cropped to its input."""
-        def size_of(row: dict) -> tuple[int, int]:
-            return self.embedder.decode_size(int(row["display_width"]), int(row["display_height"]))
+    def requests(self, rows: list[dict]) -> list[FrameRequest]:
+        """Frames decoded straight at the model's scale (``fit`` then only crops or pads)."""
+        return [FrameRequest(uri=r["uri"], indices=tuple(self.frame_indices(r)), key=r["clip_id"],
+                             size=self.embedder.decode_size(int(r["display_width"]), int(r["display_height"])),
+                             decoded_frames=r.get("frames_decoded"), backend=self.backend) for r in rows]
 
-        out = []
-        for clip in read_video_clips(rows, self.frame_indices, size_of, self.backend):
-            frames = self.embedder.fit(clip.frames) if clip.frames is not None else None
-            out.append(clip_models.Decoded(key=clip.row["clip_id"], frames=frames, error=clip.error, note=clip.note))
-        return out
+    def _fit(self, clip: ClipFrames) -> ClipFrames:
+        clip.frames = self.embedder.fit(clip.frames)  # on the decoding thread
+        return clip
 
     # -- scoring -----------------------------------------------------------------------------------------
     def process_batch(self, batch: pa.Table) -> pa.Table:
         if not hasattr(self, "embedder"):
             raise RuntimeError("clip_score.setup() was not called")
         rows = batch.to_pylist()
-        groups = [[rows[i] for i in members] for members in group_by_video(rows).values()]
+        decoded = (clip_models.Decoded(key=c.key, frames=c.frames, error=c.error, note=c.note)
+                   for c in self.frames_service.stream(self.requests(rows), prepare=self._fit))
         results = {}
-        for clip, frame_embeddings in clip_models.embed_stream(groups, self._decode, self.embedder,
-                                                         threads=self.decode_threads):
+        for clip, frame_embeddings in clip_models.embed_decoded(decoded, self.embedder):
             results[clip.key] = (clip, frame_embeddings)
         # One pass of the head over the whole batch rather than a small device call per clip.
         scored = [(k, e) for k, (_, e) in results.items() if e is not None]

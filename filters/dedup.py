@@ -4,9 +4,10 @@ A barrier stage (engine/barrier.py): it runs on the driver once every video has 
 it, over every clip's embedding from ``clip_score`` (``<out>/embeddings``), and the stages after it see
 its ``keep``. Clips a filter already dropped, failed clips and clips without an embedding take no part.
 
-1. Exact duplicates. Byte-identical files never get this far: ingest gives them one ``video_id`` and keeps
-   the first (no decode). Clips whose decoded frames are identical (a remux, the same shot in two uploads)
-   share ``frames_sha1`` and are grouped here without any similarity search.
+1. Exact duplicates. Byte-identical files never get this far: ingest finds their equal content id and
+   makes every later copy an error row naming the first (no decode). Clips whose decoded frames are
+   identical (a remux, the same shot in two uploads) share ``frames_sha1`` and are grouped here without
+   any similarity search.
 2. Near duplicates, SemDeDup-style (filters/semdedup.py): faiss k-means (about sqrt(n) clusters, fixed
    seed), cosine similarity between clips that share a cluster (each clip also searched in its
    ``spill``-nearest clusters, so pairs across a border are found), pairs at or above ``threshold``.
@@ -36,7 +37,6 @@ from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from engine.stage import OK, RunContext, Stage
 from filters import embeddings
@@ -199,9 +199,3 @@ def _identical(hashes: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
             first[digest] = index
     return np.array(i, np.int64), np.array(j, np.int64)
 
-
-def funnel_count(clips: pa.Table) -> int:
-    """Clips dedup dropped (for the funnel and the dashboard)."""
-    if "duplicate_of" not in clips.column_names or not clips.num_rows:
-        return 0
-    return int(pc.sum(pc.is_valid(clips.column("duplicate_of")).cast(pa.int64())).as_py() or 0)

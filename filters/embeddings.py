@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 
 import numpy as np
@@ -133,7 +132,3 @@ def lookup(table: pa.Table, clip_ids: list[str]) -> np.ndarray:
     position = pc.index_in(pa.array(clip_ids, pa.string()), value_set=table.column("clip_id"))
     return np.asarray(pc.fill_null(position, -1).to_numpy(zero_copy_only=False), np.int64)
 
-
-def describe(table: pa.Table) -> str:
-    return json.dumps({"clips": table.num_rows, "model": model_of(table),
-                       "dim": table.schema.field("embedding").type.list_size})

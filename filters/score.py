@@ -1,7 +1,8 @@
 """The fused CPU scoring stage: one decode per clip feeds every frame scorer in ``filters/scorers/`` (motion,
 camera motion, clarity, text area, black borders, orientation).
 
-Frames: ``pairs`` anchor frames spread evenly over ``[start_frame, end_frame)``, each with its next frame,
+Frames: ``pairs`` anchor frames, one in each equal share of ``[start_frame, end_frame)`` (jittered within it,
+reproducibly: ``filters.scorer.pair_anchors``), each with its next frame,
 plus the frames a scorer asks for (the text frames), decoded once at ``analysis_side`` px on the long side
 (display orientation, rotation applied). Flow runs once per pair at ``motion_width`` px wide and is shared
 by the motion and camera scorers. A value that cannot be measured (a 1-frame clip has no frame pair, a 1x1
@@ -19,9 +20,8 @@ import numpy as np
 import pyarrow as pa
 
 from engine.stage import Stage, StageError, map_rows
-from engine.video import clip_frame_indices
-from filters.frames import ClipFrames, iter_batch_frames
-from filters.scorer import MOTION_WIDTH, ClipSample, Scorer, scaled_size, settings_of, with_fields
+from engine.frames import ClipFrames, FrameRequest, read_frames
+from filters.scorer import MOTION_WIDTH, ClipSample, Scorer, pair_anchors, scaled_size, settings_of, with_fields
 from filters.scorers import frame_scorers
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class Score(Stage):
     adds: ClassVar[dict[str, pa.DataType]] = SCORE_COLUMNS
     skips_dropped: ClassVar[bool] = True
 
-    pairs: int = 16  # frame pairs for flow, spread evenly over the clip (bench/bench_motion_pairs.py)
+    pairs: int = 32  # frame pairs for flow, one per share of the clip (bench/bench_motion_pairs.py picks it)
     flow: Literal["farneback", "dis"] = "farneback"  # farneback matches the reference calibration; dis is ~2x faster
     motion_width: int = MOTION_WIDTH  # flow runs at this width, so px/frame compare across videos
     analysis_side: int = 640  # long side of the decoded frames: the clarity reference size
@@ -91,7 +91,7 @@ class Score(Stage):
         start, end = int(row["start_frame"]), int(row["end_frame"])
         if end - start <= 1:
             return [start] if end > start else []
-        anchors = clip_frame_indices(start, end - 1, self.pairs)
+        anchors = pair_anchors(start, end, self.pairs)
         wanted = {start + k for scorer in self.scorers() for k in scorer.wanted(end - start)}
         return sorted({i for a in anchors for i in (a, a + 1)} | wanted)
 
@@ -101,8 +101,10 @@ class Score(Stage):
     # -- scoring -----------------------------------------------------------------------------------------
     def process_batch(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
-        clips = {c.row["clip_id"]: c for c in iter_batch_frames(rows, self.frame_indices, self.decode_size,
-                                                                 self.backend)}
+        requests = [FrameRequest(uri=r["uri"], indices=tuple(self.frame_indices(r)), size=self.decode_size(r),
+                                 key=r["clip_id"], decoded_frames=r.get("frames_decoded"), backend=self.backend)
+                    for r in rows]
+        clips = {c.key: c for c in read_frames(requests)}
         scorers = self.scorers()
         return map_rows(batch, self.name, lambda row: self._score(row, clips[row["clip_id"]], scorers))
 

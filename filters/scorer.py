@@ -178,6 +178,19 @@ class ClipSample:
         return sorted({int(np.argmin(np.abs(order - t))) for t in targets})
 
 
+def pair_anchors(start: int, end: int, count: int) -> list[int]:
+    """First frames of ``count`` consecutive-frame pairs inside ``[start, end)``: one in each of ``count``
+    equal shares of the clip, at a position within its share drawn from a generator seeded by the clip's
+    span (the same clip always gets the same frames). Evenly spaced pairs alias with periodic content
+    (duplicated frames of a rate conversion, a layout that changes every N frames); jittered ones do not,
+    and still cover the whole clip."""
+    span = end - 1 - start  # pairs that fit
+    if span <= count:
+        return list(range(start, start + max(span, 0)))
+    offsets = np.random.default_rng([start, end, count]).random(count)
+    return sorted({start + min(span - 1, int((k + u) * span / count)) for k, u in enumerate(offsets)})
+
+
 def scaled_size(width: int, height: int, long_side: int) -> tuple[int, int]:
     """(w, h) with the longer side equal to ``long_side`` and the aspect ratio kept (each side >= 1)."""
     scale = long_side / max(width, height, 1)

@@ -15,15 +15,13 @@ their smallest member.
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-log = logging.getLogger(__name__)
-
 BRUTE_FORCE_BELOW = 4096  # fewer points than this: compare all pairs, k-means would not save anything
+MAX_BLOCK_ENTRIES = 1 << 25  # similarities held at once (128 MB of float32)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -110,8 +108,9 @@ def similar_pairs(vectors: np.ndarray, options: SearchOptions,
         if len(queries) == 0 or len(targets) < 2:
             continue
         base = np.asarray(vectors[targets], dtype=np.float32)
-        for start in range(0, len(queries), options.block):
-            q = queries[start: start + options.block]
+        rows_per_block = max(1, min(options.block, MAX_BLOCK_ENTRIES // len(targets)))  # a huge cluster too
+        for start in range(0, len(queries), rows_per_block):
+            q = queries[start: start + rows_per_block]
             sims = np.asarray(vectors[q], dtype=np.float32) @ base.T
             rows, cols = np.nonzero(sims >= options.threshold)
             a, b = q[rows], targets[cols]

@@ -1,8 +1,8 @@
 """The ``encode`` stage: VAE latents of each clip's sampled, cropped frames, its micro-conditions, and CLIP text
 embeddings of its caption.
 
-Per clip, frames are decoded once (``engine.video.open_video``), cropped and resized as ``shards.sampling``
-defines, and encoded across clips in fixed-size batches (``shards.vae.LatentVAE.encode_stream``). Arrays are
+Per clip, frames are decoded once (``engine.frames``: each video opened once), cropped and resized as
+``shards.sampling`` defines, and encoded across clips in fixed-size batches (``LatentVAE.encode_stream``). Arrays are
 big, so they do not travel in the table: each clip's ``latent`` [T', C, h, w], ``text_seq`` [L, D],
 ``text_pooled`` [D] (float16; optional ``latent_logvar`` and ``jpg``) go to
 ``<out>/_state/latents/<clip_id>.npz`` (temporary name, then rename) with a ``meta`` JSON entry, and the row gets
@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
@@ -26,7 +27,8 @@ from typing import ClassVar, Literal
 import numpy as np
 import pyarrow as pa
 
-from engine.io import join, local_copy, output_fs, write_atomic
+from engine.frames import ClipFrames, FrameRequest, FrameService
+from engine.io import join, output_fs, write_atomic
 from engine.models import ModelStage, is_untrained, resolve_model
 from engine.stage import ModelRef, Resources, RunContext, StageError, mark_error
 from shards.sampling import MICRO_CONDITIONS, SamplePlan, SkipClip, apply_crop, parse_buckets, plan_sample
@@ -158,9 +160,11 @@ class Encode(ModelStage):
         self._settings = json.dumps(settings, sort_keys=True)
         self._writer = ThreadPoolExecutor(max_workers=4, thread_name_prefix="vde-npz")
         self._reuse_files = self.name not in ctx.fresh  # --force / --from encode: encode again
+        self._frames = FrameService(self.decode_threads)
 
     def teardown(self) -> None:
         self._writer.shutdown(wait=True)
+        self._frames.close()
 
     # -- per batch ------------------------------------------------------------------------------------------
     def process_batch(self, batch: pa.Table) -> pa.Table:
@@ -184,9 +188,7 @@ class Encode(ModelStage):
             texts = self._text.encode([self._caption(rows[i]) for i, _, _ in jobs])
             text_of = {i: t for (i, _, _), t in zip(jobs, texts)}
             writes = []
-            for result in self._vae.encode_stream(jobs, lambda job: self._load(rows[job[0]], job[1]),
-                                                  frames_per_batch=self.frames_per_batch,
-                                                  threads=self.decode_threads):
+            for result in self._vae.encode_stream(self._loaded(rows, jobs), frames_per_batch=self.frames_per_batch):
                 i, plan, fingerprint = result.item
                 row = rows[i]
                 if result.error is not None:
@@ -240,27 +242,35 @@ class Encode(ModelStage):
             return None
         return {**row, **meta["columns"]}
 
-    def _load(self, row: dict, plan: SamplePlan) -> tuple[np.ndarray, np.ndarray | None]:
-        """Decode the planned frames of one clip and crop them (runs in a decode thread)."""
-        import av
+    def _loaded(self, rows: list[dict], jobs: list[tuple]) -> Iterator[tuple]:
+        """``(job, (cropped frames, jpg), None)`` or ``(job, None, StageError)`` for every job, from the frame
+        service: each video opened once, its planned frames decoded once, cropped on the decoding threads."""
+        requests = [FrameRequest(uri=rows[i]["uri"], indices=tuple(plan.indices), key=k,
+                                 decoded_frames=rows[i].get("frames_decoded"))
+                    for k, (i, plan, _) in enumerate(jobs)]
+        def crop(clip: ClipFrames) -> ClipFrames:
+            i, plan, _ = jobs[clip.key]
+            return self._crop(rows[i], plan, clip)
 
-        from engine.video import VideoError, open_video
+        for clip in self._frames.stream(requests, prepare=crop):
+            job = jobs[clip.key]
+            if clip.error is not None:
+                plan = job[1]
+                yield job, None, StageError(f"cannot read frames {plan.indices[0]}..{plan.indices[-1]}: {clip.error}")
+            else:
+                yield job, clip.frames, None
 
-        try:
-            with local_copy(row["uri"]) as path:
-                reader = open_video(path, codec=row.get("codec"))
-                try:
-                    frames = reader.get_frames(list(plan.indices))
-                finally:
-                    reader.close()
-        except (VideoError, IndexError, OSError, RuntimeError, av.error.FFmpegError) as exc:
-            raise StageError(f"cannot read frames {plan.indices[0]}..{plan.indices[-1]}: {_why(exc)}") from None
+    def _crop(self, row: dict, plan: SamplePlan, clip: ClipFrames) -> ClipFrames:
+        """Crop the decoded frames as planned and make the jpg (runs on a decoding thread)."""
+        frames = clip.frames
         h, w = frames.shape[1:3]
         square = row.get("sar") in (None, "", "1:1", "0:1")
         if square and h != w and (h, w) == (plan.orig_width, plan.orig_height):
             # A transposed frame means the reader and the probe disagree on rotation: stop rather than stretch it.
-            raise StageError(f"decoded frames are {w}x{h} but the probe's display size is "
-                             f"{plan.orig_width}x{plan.orig_height}; the rotation was not applied consistently")
+            clip.error = (f"decoded frames are {w}x{h} but the probe's display size is "
+                          f"{plan.orig_width}x{plan.orig_height}; the rotation was not applied consistently")
+            clip.frames = None
+            return clip
         cropped = apply_crop(frames, plan)
         jpg = None
         if self.save_jpg:
@@ -268,9 +278,5 @@ class Encode(ModelStage):
 
             ok, data = cv2.imencode(".jpg", cropped[0][:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, self.jpg_quality])
             jpg = data.reshape(-1) if ok else None
-        return cropped, jpg
-
-
-def _why(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        clip.frames = (cropped, jpg)  # what encode_stream takes: (frames, extra)
+        return clip

@@ -192,52 +192,48 @@ class LatentVAE:
             x = x.view(clips, n // clips, h, w, 3).permute(0, 4, 1, 2, 3).contiguous()
         return self._encode(x)
 
-    def encode_stream(self, items: Iterable, load: Callable[[Any], tuple[np.ndarray, Any]], *,
+    def encode_stream(self, items: Iterable, load: Callable[[Any], tuple[np.ndarray, Any]] | None = None, *,
                       frames_per_batch: int = 64, threads: int = 4, prefetch: int = 0,
                       depth: int = 2) -> Iterator[FrameResult]:
         """Encode clips as they are loaded; results come in input order per bucket, as batches finish.
 
         ``load(item)`` returns ``(frames [T, H, W, 3] uint8, extra)``; it runs in ``threads`` threads, at most
-        ``prefetch`` clips ahead (default ``4 * threads``). Clips of one frame size form batches of
-        ``max(1, frames_per_batch // T)`` clips, the last one padded to that size. A loader that raises gives
-        a result with ``error`` set; the others go on. ``depth`` batches stay queued on the device while the
-        host prepares the next (a stall of the Python thread then does not idle the GPU).
+        ``prefetch`` clips ahead (default ``4 * threads``; ``engine.frames.prefetch``). With ``load=None`` the
+        items come loaded, as ``(item, (frames, extra), None)`` or ``(item, None, error)`` (the encode stage
+        gets them from the engine's frame service, which decodes ahead on its own threads). Clips of one frame
+        size form batches of ``max(1, frames_per_batch // T)`` clips, the last one padded to that size. A
+        loader that raises gives a result with ``error`` set; the others go on. ``depth`` batches stay queued
+        on the device while the host prepares the next (a stall of the Python thread then does not idle the
+        GPU).
         """
-        prefetch = prefetch or 4 * max(1, threads)
+        if load is None:
+            yield from self._encode_loaded(items, frames_per_batch, depth)
+            return
+        from engine.frames import prefetch as prefetch_map
+
+        with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="vde-decode") as pool:
+            loaded = prefetch_map(items, load, pool, prefetch or 4 * max(1, threads))
+            yield from self._encode_loaded(loaded, frames_per_batch, depth)
+
+    def _encode_loaded(self, loaded: Iterable, frames_per_batch: int, depth: int) -> Iterator[FrameResult]:
         groups: dict[tuple, list] = {}
         inflight: deque[_Batch] = deque()
-        with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="vde-decode") as pool:
-            source = iter(items)
-            pending: deque = deque()
-
-            def refill() -> None:
-                while len(pending) < prefetch:
-                    try:
-                        item = next(source)
-                    except StopIteration:
-                        return
-                    pending.append((item, pool.submit(load, item)))
-
-            refill()
-            while pending:
-                item, future = pending.popleft()
-                refill()
-                try:
-                    frames, extra = future.result()
-                except Exception as exc:  # noqa: BLE001 - the caller turns it into an error row
-                    yield FrameResult(item=item, error=exc)
-                    continue
-                key = tuple(frames.shape)
-                group = groups.setdefault(key, [])
-                group.append((item, frames, extra))
-                if len(group) >= max(1, frames_per_batch // key[0]):
-                    inflight.append(self._launch(groups.pop(key)))
-                while len(inflight) > max(1, depth):  # keep batches queued on the device while the host goes on
-                    yield from self._collect(inflight.popleft())
-            for key in list(groups):
-                inflight.append(self._launch(groups.pop(key), pad_to=max(1, frames_per_batch // key[0])))
-            while inflight:
+        for item, value, error in loaded:
+            if error is not None:
+                yield FrameResult(item=item, error=error)  # the caller turns it into an error row
+                continue
+            frames, extra = value
+            key = tuple(frames.shape)
+            group = groups.setdefault(key, [])
+            group.append((item, frames, extra))
+            if len(group) >= max(1, frames_per_batch // key[0]):
+                inflight.append(self._launch(groups.pop(key)))
+            while len(inflight) > max(1, depth):  # keep batches queued on the device while the host goes on
                 yield from self._collect(inflight.popleft())
+        for key in list(groups):
+            inflight.append(self._launch(groups.pop(key), pad_to=max(1, frames_per_batch // key[0])))
+        while inflight:
+            yield from self._collect(inflight.popleft())
 
     def _launch(self, group: list, pad_to: int = 0) -> _Batch:
         t = group[0][1].shape[0]

@@ -28,6 +28,7 @@ import math
 import re
 import uuid
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, ClassVar
 
 import numpy as np
@@ -76,8 +77,27 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# The score stage's content box inside black bars, renamed in the sample json so that it cannot be taken for the
+# bucket crop (``crop_top/left/height/width``, the micro-condition encode applied).
+BORDER_BOX = {"crop_x": "border_box_x", "crop_y": "border_box_y", "crop_w": "border_box_w", "crop_h": "border_box_h"}
+RATE_DENOMINATOR = 1001 * 1000  # NTSC rates (30000/1001) and every integer rate come out exact
+
+
 def sample_json(row: dict) -> bytes:
-    meta = {k: _plain(v) for k, v in row.items() if k not in EXCLUDED and not k.startswith("_")}
+    """The sample's json: its manifest fields, portable (no absolute path of this machine: the input as
+    ``source`` basename next to ``video_id``, ``clip_uri`` relative to the output root), the frame rate as an
+    exact ``fps_rational`` string plus ``fps`` rounded to 6 digits, the border box under unambiguous names."""
+    meta = {BORDER_BOX.get(k, k): _plain(v) for k, v in row.items() if k not in EXCLUDED and not k.startswith("_")}
+    if meta.get("uri") is not None:
+        meta["source"] = str(meta.pop("uri")).rstrip("/").rsplit("/", 1)[-1]
+    clip_uri = meta.get("clip_uri")
+    if isinstance(clip_uri, str) and f"/clips/{row.get('clip_id')}." in clip_uri:
+        meta["clip_uri"] = "clips/" + clip_uri.rsplit("/", 1)[-1]
+    for key in ("fps", "nominal_fps"):
+        if isinstance(meta.get(key), float):
+            rate = Fraction(meta[key]).limit_denominator(RATE_DENOMINATOR)
+            meta[key + "_rational"] = f"{rate.numerator}/{rate.denominator}"
+            meta[key] = round(meta[key], 6)
     return json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
@@ -283,18 +303,36 @@ class ShardPacker:
         return index if isinstance(index, dict) else {}
 
     def _reusable(self, previous: dict, bucket: str, fingerprint: str, count: int) -> list[dict] | None:
-        """The previous index's entries for ``bucket`` if its content is unchanged and its files are whole."""
-        info = previous.get("buckets", {}).get(bucket)
-        if not info or info.get("fingerprint") != fingerprint:
+        """The previous index's entries for ``bucket`` if its content is unchanged and its files are exactly
+        the bytes the index recorded (size and sha256: a same-size corrupted shard is rewritten)."""
+        buckets = previous.get("buckets")
+        info = buckets.get(bucket) if isinstance(buckets, dict) else None
+        if not isinstance(info, dict) or info.get("fingerprint") != fingerprint:
             return None
-        entries = sorted((e for e in previous.get("shards", []) if e.get("bucket") == bucket), key=lambda e: e["path"])
-        if not entries or sum(int(e["count"]) for e in entries) != count:
-            return None
-        for entry in entries:
-            path = join(self.shards_root, entry["path"])
-            if not self.fs.exists(path) or self.fs.size(path) != entry["bytes"]:
+        shards = previous.get("shards") if isinstance(previous.get("shards"), list) else []
+        entries = sorted((e for e in shards if isinstance(e, dict) and e.get("bucket") == bucket),
+                         key=lambda e: str(e.get("path")))
+        try:
+            if not entries or sum(int(e["count"]) for e in entries) != count:
                 return None
+            for entry in entries:
+                path = join(self.shards_root, entry["path"])
+                if not self.fs.exists(path) or self.fs.size(path) != entry["bytes"]:
+                    return None
+                if self._sha256(path) != entry["sha256"]:
+                    log.warning("shards/%s: %s differs from its recorded sha256, rewriting the bucket", bucket,
+                                entry["path"])
+                    return None
+        except (KeyError, TypeError, ValueError):  # an index edited by hand: rebuild rather than trust it
+            return None
         return entries
+
+    def _sha256(self, path: str) -> str:
+        digest = hashlib.sha256()
+        with self.fs.open(path, "rb") as handle:
+            while chunk := handle.read(8 << 20):
+                digest.update(chunk)
+        return digest.hexdigest()
 
     def _bucket_dirs(self) -> set[str]:
         if not self.fs.exists(self.shards_root):

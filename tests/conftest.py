@@ -31,7 +31,7 @@ def ground_truth(shared_videos: Path) -> dict:
 @pytest.fixture(scope="session")
 def demo_videos(tmp_path_factory) -> tuple[Path, dict]:
     """The bundled demo sample, written once per test session, with its ground truth."""
-    from engine.samples import write_demo_videos
+    from engine.synthetic import write_demo_videos
 
     folder = tmp_path_factory.mktemp("demo_videos")
     return folder, write_demo_videos(folder)

@@ -72,11 +72,18 @@
       .filter(Boolean).join(" · ");
     var m = el("div", "meta", meta); m.title = item.id; cap.appendChild(m);
     if (item.reason) cap.appendChild(el("div", "reason", "✕ " + item.reason));
-    if (item.tags.length) cap.appendChild(el("div", "tags", "★ " + item.tags.join(", ")));
+    if (item.tags.length) {
+      var tags = el("div", "tags", "★ " + item.tags.slice(0, 2).join(", ") +
+                    (item.tags.length > 2 ? " +" + (item.tags.length - 2) : ""));
+      tags.title = item.tags.join(", ");
+      cap.appendChild(tags);
+    }
+    // Compact: the first quality scores, plus the one the gallery is sorted by; every value is in the details.
     var dl = el("dl", "sc");
     data.scores.forEach(function (s) {
       var dt = el("dt", null, data.labels[s] || s), dd = el("dd", null, fmt(item.s[s]));
       dt.setAttribute("data-score", s); dd.setAttribute("data-score", s);
+      if ((data.card_scores || data.scores).indexOf(s) < 0) { dt.classList.add("extra"); dd.classList.add("extra"); }
       dl.appendChild(dt); dl.appendChild(dd);
     });
     if (data.scores.length) cap.appendChild(dl);
@@ -108,7 +115,9 @@
     });
     root.replaceChildren.apply(root, shown);
     document.querySelectorAll("#gallery-grid .sc [data-score]").forEach(function (e) {
-      e.classList.toggle("sorted", e.getAttribute("data-score") === key);
+      var sorted = e.getAttribute("data-score") === key;
+      e.classList.toggle("sorted", sorted);
+      e.hidden = e.classList.contains("extra") && !sorted;
     });
     document.getElementById("gallery-count").textContent =
       shown.length + " of " + data.items.length + " sampled clips (of " + data.total.toLocaleString("en-US") + ")";
@@ -130,6 +139,30 @@
     e.target.textContent = state.desc ? "↓ high first" : "↑ low first";
     render();
   });
+
+  // Dropped clips grouped by the rule that dropped them (a clip failing two rules shows under both).
+  var groups = document.getElementById("dropped-groups");
+  if (groups) {
+    var blocks = (data.reasons || []).map(function (pair) {
+      var members = data.items.filter(function (it) { return !it.kept && (it.reasons || []).indexOf(pair[0]) >= 0; });
+      var box = el("div", "dgroup");
+      box.setAttribute("data-reason", pair[0]);
+      var h = el("h3", "mono", pair[0]);
+      h.appendChild(el("span", "muted", " · " + pair[1].toLocaleString("en-US") + " clips dropped, " +
+        Math.min(members.length, data.per_reason) + " shown"));
+      box.appendChild(h);
+      var grid = el("div", "gallery");
+      members.slice(0, data.per_reason).forEach(function (it) {
+        var c = card(it);
+        c.querySelectorAll(".sc .extra").forEach(function (e) { e.hidden = true; });
+        grid.appendChild(c);
+      });
+      box.appendChild(grid);
+      return box;
+    });
+    if (blocks.length) groups.replaceChildren.apply(groups, blocks);
+    else groups.appendChild(el("div", "empty", "no clip was dropped"));
+  }
 
   var modal = document.getElementById("modal"), body = document.getElementById("modal-body");
   function openModal(item) {

@@ -25,22 +25,25 @@ class LocalExecutor:
         """Every stage over ``videos``, ``videos_per_part`` at a time; each finished table goes to ``sink``.
         Stages are set up on first use (engine.stage.run_stage) and torn down at the end, even after an error."""
         schemas = [pipeline.schema_after(i) for i in range(len(pipeline.stages))]
+        # Every bar counts videos, whose number is known up front (clips are not known before the split);
+        # the rows a stage has output so far (clips after the splitter) are shown beside it.
+        n_videos = len(set(videos.column("video_id").to_pylist()))
         try:
             with Progress(TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), disable=not self.progress, transient=False) as progress:
-                bars = [progress.add_task(stage.name, total=None) for stage in pipeline.stages]
-                parts = _by_video(videos, self.videos_per_part)
-                total = progress.add_task("videos", total=len(parts))
-                for table in parts:
+                          TextColumn("videos · {task.fields[rows]} rows"), TimeElapsedColumn(),
+                          disable=not self.progress, transient=False) as progress:
+                bars = [progress.add_task(stage.name, total=n_videos, rows=0) for stage in pipeline.stages]
+                for table in _by_video(videos, self.videos_per_part):
+                    done = len(set(table.column("video_id").to_pylist()))
                     for index, (stage, schema, bar) in enumerate(zip(pipeline.stages, schemas, bars)):
                         pieces = [
                             run_stage(stage, table.slice(i, stage.batch_size), ctx, schema, index)
                             for i in range(0, table.num_rows, max(1, stage.batch_size))
                         ]
                         table = pa.concat_tables(pieces, promote_options="permissive") if pieces else table
-                        progress.advance(bar, table.num_rows)
+                        rows = progress.tasks[bar].fields["rows"] + table.num_rows
+                        progress.update(bar, advance=done, rows=rows)
                     sink(table)
-                    progress.advance(total)
         finally:
             for stage in pipeline.stages:
                 teardown_if_set_up(stage, ctx)

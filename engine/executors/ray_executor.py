@@ -22,7 +22,6 @@ from engine.stage import EnvironmentFault, RunContext, Stage, run_stage, teardow
 
 log = logging.getLogger(__name__)
 
-
 class _StageWorker:
     """One actor of a stateful stage: set up once, then called per batch."""
 
@@ -59,12 +58,25 @@ def _environment_fault(exc: BaseException) -> EnvironmentFault | None:
     return None
 
 
+def _cpu_requests(pipeline: Pipeline, cpus: float, embedded: bool) -> list[float]:
+    """CPUs each stage's workers ask Ray for. On a cluster: what the pipeline file says. On the embedded Ray of
+    one machine (logical CPUs = cores): every actor pool must get its first actor while a task still finds room
+    beside them, so a request is capped at an equal share of the cores, one share per pool and one for tasks
+    (fractions allowed). Where everything fits, nothing is shrunk."""
+    asked = [stage.resources.cpus for stage in pipeline.stages]
+    if not embedded:
+        return asked
+    pools = sum(1 for stage in pipeline.stages if stage.stateful)
+    share = cpus / (pools + 1)
+    return [min(c, share) for c in asked]
+
+
 class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, progress: bool = True):
         self.address = address  # None: start an embedded local Ray; "auto" or "HOST:PORT": join a cluster
-        self.num_cpus = num_cpus  # logical CPUs of the embedded Ray (default: max(4, cores))
+        self.num_cpus = num_cpus  # logical CPUs of the embedded Ray (default: this machine's cores)
         self.progress = progress
 
     def _init(self) -> None:
@@ -79,9 +91,13 @@ class RayExecutor:
         if self.address:
             ray.init(address=self.address, runtime_env=runtime_env, log_to_driver=False)
         else:
-            # More logical CPUs than cores: every actor-pool stage holds one, and tasks need room beside them.
-            cpus = self.num_cpus or max(4, os.cpu_count() or 1)
-            ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+            # No more logical CPUs than cores: oversubscribing only makes workers fight for them. Actor pools
+            # stay schedulable because ``_cpu_requests`` shrinks their requests to fit (fractional CPUs).
+            # Ray's C++ core worker prints advice as error lines on the terminal (an actor's constructor arguments
+            # in the object store, which Ray Data does for every pool); real failures still raise in Python.
+            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+            ray.init(num_cpus=self.num_cpus or os.cpu_count() or 1, include_dashboard=False, runtime_env=runtime_env,
+                     log_to_driver=False, logging_level=logging.ERROR)
 
     def run(self, pipeline: Pipeline, videos: pa.Table, ctx: RunContext, sink: Callable[[pa.Table], None]) -> None:
         import ray
@@ -89,15 +105,18 @@ class RayExecutor:
         self._init()
         data_ctx = ray.data.DataContext.get_current()
         data_ctx.enable_progress_bars = self.progress
+        if not self.progress:  # Ray Data says, as a warning, that its bars are off: that is what was asked
+            logging.getLogger("ray.data").setLevel(logging.ERROR)
         data_ctx.max_errored_blocks = 0
         n_blocks = max(1, min(videos.num_rows, 64))
         step = -(-videos.num_rows // n_blocks)
         blocks = [videos.slice(i, step) for i in range(0, videos.num_rows, step)]
         ds = ray.data.from_arrow(blocks)
+        cpu_requests = _cpu_requests(pipeline, ray.cluster_resources().get("CPU", 1.0), embedded=not self.address)
         for index, stage in enumerate(pipeline.stages):
             schema = pipeline.schema_after(index)
             common = dict(batch_size=stage.batch_size, batch_format="pyarrow", zero_copy_batch=True,
-                          num_cpus=stage.resources.cpus, num_gpus=stage.resources.gpus or None)
+                          num_cpus=cpu_requests[index], num_gpus=stage.resources.gpus or None)
             if stage.resources.memory_gb:
                 common["memory"] = int(stage.resources.memory_gb * 2**30)
             if stage.stateful:

@@ -7,7 +7,7 @@ uniform scale) fitted to them with RANSAC: the camera's share of the motion. The
 by that model and the Farneback flow of the aligned pair is what moves in the scene: ``object_motion``.
 
 The clip's class, from the pairs' models (speeds in px/frame at 320 px wide):
-- ``static``: the camera flow averages below ``static_px``;
+- ``static``: the median pair's camera flow is below ``static_px``;
 - ``shake``: the per-pair motions disagree more than they agree (handheld jitter, no steady direction);
 - else the component that explains most of the mean motion, when it explains at least ``dominant`` of it:
   ``pan_left``/``pan_right`` (horizontal), ``tilt_up``/``tilt_down`` (vertical), ``zoom_in``/``zoom_out``
@@ -26,11 +26,12 @@ import numpy as np
 import pyarrow as pa
 
 from filters.scorer import NAN, ClipSample, Column, Declaration, Scorer, Threshold, dense_flow
-from filters.scorers.motion import motion_flows
 
 MOVES = ("static", "pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out", "rotate", "shake",
          "complex")
 PX = "px/frame at 320 px width"
+LOW_CONTRAST = 3.0  # mean |gradient| below which Farneback under-reads motion
+MOVING_CAMERA = 0.25  # px/frame of camera flow from which a low-contrast pair is stretched
 LK = dict(winSize=(21, 21), maxLevel=3, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
 
 
@@ -46,12 +47,18 @@ class PairModel:
     matrix: np.ndarray  # 2x3: frame-1 points -> frame-2 points
 
 
+MIN_TRACKED = 0.2  # share of the grid that must track (texture there, and the track returns)
+MIN_AGREE = 0.4  # share of the tracked points that must fit the camera model
+RANSAC_PX = 1.0  # px: a track within this of the model agrees with it
+PREFER_STILL = 0.9  # the still camera wins when it explains this share of the model's agreeing tracks
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
 def fit_camera(a: np.ndarray, b: np.ndarray, min_tracks: int = 8) -> PairModel:
-    """The similarity that moves grey frame ``a`` onto ``b``, robust to moving objects (RANSAC). A frame
-    without enough trackable points (flat, black) has no measurable camera motion: identity."""
+    """The similarity that moves grey frame ``a`` onto ``b``, robust to moving objects (RANSAC): a model
+    fewer than ``MIN_AGREE`` of the tracks agree on is no camera motion, nor one the still camera explains
+    about as well. A frame without enough trackable
+    points (flat, black, a graphic on a plain background) has no measurable camera motion either: identity."""
     h, w = a.shape
     matrix = IDENTITY
     step = max(4, min(w, h) // 14)
@@ -61,10 +68,16 @@ def fit_camera(a: np.ndarray, b: np.ndarray, min_tracks: int = 8) -> PairModel:
         ahead, ok, _ = cv2.calcOpticalFlowPyrLK(a, b, corners, None, **LK)
         back, ok_back, _ = cv2.calcOpticalFlowPyrLK(b, a, ahead, None, **LK)
         good = (ok.ravel() == 1) & (ok_back.ravel() == 1) & (np.linalg.norm((back - corners).reshape(-1, 2), axis=1) < 0.5)
-        if good.sum() >= min_tracks:
-            fitted, _ = cv2.estimateAffinePartial2D(corners[good], ahead[good], method=cv2.RANSAC,
-                                                    ransacReprojThreshold=1.0, maxIters=2000, confidence=0.995)
-            if fitted is not None:
+        # Mostly flat frames (a graphic on a plain background) leave a few tracks on changing details: no
+        # measurable camera motion.
+        if good.sum() >= max(min_tracks, MIN_TRACKED * len(corners)):
+            fitted, inliers = cv2.estimateAffinePartial2D(corners[good], ahead[good], method=cv2.RANSAC,
+                                                          ransacReprojThreshold=RANSAC_PX, maxIters=2000, confidence=0.995)
+            agree = int(inliers.sum()) if fitted is not None else 0
+            # The still camera explains the tracks as well (noise on a flat sky, sub-pixel drift): keep it.
+            still = int((np.linalg.norm((ahead - corners).reshape(-1, 2)[good], axis=1) < RANSAC_PX).sum())
+            # A model a minority of tracks agree on is no camera motion (changing graphics, a crowd).
+            if agree >= max(min_tracks, MIN_AGREE * int(good.sum())) and still < PREFER_STILL * agree:
                 matrix = fitted
     scale = math.hypot(matrix[0, 0], matrix[1, 0])
     rot = math.atan2(matrix[1, 0], matrix[0, 0])
@@ -81,6 +94,37 @@ def camera_models(clip: ClipSample) -> list[PairModel]:
     """The camera model of each of the clip's pairs, fitted once per clip."""
     grey = clip.motion_grey
     return clip.shared("camera_models", lambda: [fit_camera(grey[a], grey[b]) for a, b in clip.pairs])
+
+
+def mean_gradient(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean |gradient| of a grey pair (grey levels per pixel): real footage at 320 px has about 3-20."""
+    fa, fb = a.astype(np.float32), b.astype(np.float32)
+    return 0.25 * sum(float(np.abs(np.diff(f, axis=ax)).mean()) for f in (fa, fb) for ax in (0, 1)
+                      if f.shape[ax] > 1)
+
+
+def stretch_contrast(a: np.ndarray, b: np.ndarray, target_grad: float = LOW_CONTRAST,
+                     max_gain: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
+    """Stretch a pair about its mean until its mean |gradient| reaches ``target_grad`` (gain capped)."""
+    grad = mean_gradient(a, b)
+    if grad >= target_grad or grad <= 0:
+        return a, b
+    gain = min(max_gain, target_grad / grad)
+    mean = 0.5 * (float(a.mean()) + float(b.mean()))
+    return tuple(np.clip((f.astype(np.float32) - mean) * gain + mean, 0, 255).astype(np.uint8)  # type: ignore[return-value]
+                 for f in (a, b))
+
+
+def motion_flows(clip: ClipSample) -> list[np.ndarray]:
+    """The clip's pair flows, a low-contrast pair re-measured stretched when its camera moves (once per clip)."""
+    def compute() -> list[np.ndarray]:
+        flows, grey = list(clip.flows), clip.motion_grey
+        for k, ((a, b), model) in enumerate(zip(clip.pairs, camera_models(clip))):
+            if model.speed >= MOVING_CAMERA and mean_gradient(grey[a], grey[b]) < LOW_CONTRAST:
+                flows[k] = dense_flow(*stretch_contrast(grey[a], grey[b]), clip.flow_method)
+        return flows
+
+    return clip.shared("motion_flows", compute)
 
 
 def object_flow(a: np.ndarray, b: np.ndarray, model: PairModel, flow: np.ndarray, method: str,
@@ -110,7 +154,7 @@ def classify(models: list[PairModel], width: int, height: int, static_px: float 
     """One of MOVES for a clip from its pairs' camera models (see the module docstring)."""
     if not models:
         return "static"
-    if float(np.mean([m.speed for m in models])) < static_px:
+    if float(np.median([m.speed for m in models])) < static_px:  # a few pairs fooled by a big object do not count
         return "static"
     reach = mean_reach(width, height)
     vectors = np.array([[m.tx, m.ty, m.zoom * reach, m.rot * reach] for m in models])

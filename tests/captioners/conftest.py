@@ -7,6 +7,6 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, str]:
-    from captioners.tiny import build_tiny_models
+    from captioners.synthetic import build_tiny_models
 
     return build_tiny_models(tmp_path_factory.mktemp("tiny_models"))

@@ -208,7 +208,7 @@ def test_check_rejects_bad_values() -> None:
 
 
 def test_tiny_models_are_built_once(tiny_models: dict) -> None:
-    from captioners.tiny import build_tiny_models
+    from captioners.synthetic import build_tiny_models
     from engine.models import UNTRAINED_MARKER
 
     first = Path(tiny_models["llm"])

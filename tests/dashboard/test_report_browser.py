@@ -4,19 +4,22 @@ drop reasons and categories, and its gallery sorts and filters."""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
 import pytest
 
+from dashboard.data import pretty
 from dashboard.report import build_report
 from dashboard.synthetic import write_synthetic_run
 from engine.manifest import Manifest
 
-FUNNEL = "Object.fromEntries([...document.querySelectorAll('ol.funnel li')].map(l => " \
+FUNNEL = "Object.fromEntries([...document.querySelectorAll('ol.funnel li[data-metric]')].map(l => " \
          "[l.dataset.metric, Number(l.querySelector('.num').dataset.value)]))"
-FUNNEL_TEXT = "Object.fromEntries([...document.querySelectorAll('ol.funnel li')].map(l => " \
+FUNNEL_TEXT = "Object.fromEntries([...document.querySelectorAll('ol.funnel li[data-metric]')].map(l => " \
               "[l.dataset.metric, Number(l.querySelector('.num').textContent.replace(/,/g, ''))]))"
 # Each chart: [its drawn marks with a real size, its own size on screen].
 CHARTS = """[...document.querySelectorAll('svg.chart')].map(s => {
@@ -85,6 +88,105 @@ def test_demo_report_shows_the_manifest_numbers(browser, demo_run, tmp_path):
     _png_is_a_picture(shot)
 
 
+def test_demo_report_layout_quality_first_compact_and_grouped(browser, demo_run):
+    browser.open((demo_run / "report" / "index.html").as_uri())
+    # quality scores in the open grid, micro-conditions and constants in a collapsed section of their own
+    quality = browser.eval("[...document.querySelectorAll('#scores > .grid > [data-chart]')].map(c => c.dataset.chart)")
+    kept_apart = browser.eval("[...document.querySelectorAll('#bookkeeping [data-chart]')].map(c => c.dataset.chart)")
+    assert "motion_score" in quality and "clarity" in quality
+    assert {"crop_top", "crop_left", "frame_stride", "num_frames", "orig_height"} <= set(kept_apart)
+    assert not {c for c in quality if c.startswith(("crop_", "orig_"))} and "frame_stride" not in quality
+    assert browser.eval("document.getElementById('bookkeeping').open") is False
+    # every histogram has an x title (its card's title) and a y title
+    titles = browser.eval("[...document.querySelectorAll('svg.hist')].map(s => [s.closest('.card')"
+                          ".querySelector('h3').textContent, [...s.querySelectorAll('text.axis-title')]"
+                          ".map(t => t.textContent)])")
+    assert titles and all(len(t) == 2 and t[0].startswith(h) and t[1] in ("clips", "videos") for h, t in titles)
+    # shard sizes in a unit that shows them
+    note = browser.eval("document.querySelector('ol.funnel li[data-metric=sharded] .note').textContent")
+    assert re.search(r"\d+ shards, [\d.]+ (B|kB|MB|GB)\b", note) and "0.00" not in note, note
+    # compact cards: at most the first four scores plus the sorted one are visible
+    visible = browser.eval(f"{CARDS}.map(f => [...f.querySelectorAll('.sc dd')].filter(e => !e.hidden).length)")
+    assert visible and max(visible) <= 5
+    # dropped clips grouped by the rule that dropped them: the groups are the reasons table, each card carries it
+    table = browser.eval("[...document.querySelectorAll('#drop-reasons tr[data-reason]')].map(r => r.dataset.reason)")
+    groups = browser.eval("[...document.querySelectorAll('#dropped-groups .dgroup')].map(g => [g.dataset.reason, "
+                          "[...g.querySelectorAll('figure.clip .reason')].map(r => r.textContent)])")
+    assert [g for g, _ in groups] == table and table
+    clips = Manifest(str(demo_run)).read("clips").to_pylist()
+    for rule, reasons in groups:
+        column, op = rule.split()[:2]
+        expected = [r for r in clips if r["keep"] is False and any(
+            part.strip().startswith(column + " ") and f" {op} " in part for part in (r["drop_reason"] or "").split(";"))]
+        assert 0 < len(reasons) == min(len(expected), 6) and all(column in r for r in reasons), (rule, reasons)
+    assert browser.console_errors() == []
+
+
+def _kept_by_the_filter(run_dir: Path, **override) -> int:
+    """The kept count the run's own filter stage gives with ``override`` thresholds, clip by clip."""
+    import dataclasses
+
+    from filters.filter import Filter
+
+    run = json.loads((run_dir / "run.json").read_text())
+    config = next(s for s in run["pipeline"]["stages"] if s["stage"] == "filter")
+    fields = {f.name for f in dataclasses.fields(Filter)} - {"resources"}
+    stage = Filter(**{k: v for k, v in {**config, **override}.items() if k in fields})
+    rows = Manifest(str(run_dir)).read("clips").to_pylist()
+    return sum(1 for row in rows if row["status"] == "ok"
+               and all(stage.failure(rule, row[rule.column]) is None for rule in stage.active_rules()))
+
+
+def test_threshold_whatif_recomputes_the_kept_count_as_the_filter_would(browser, demo_run):
+    browser.open((demo_run / "report" / "index.html").as_uri())
+    keys = browser.eval("[...document.querySelectorAll('.wi-rule')].map(r => r.querySelector('label .mono')"
+                        ".textContent)")
+    assert keys == ["min_duration_s", "min_motion", "max_text_area"]  # the demo filter's rules, in its order
+    assert int(browser.eval("document.getElementById('whatif-kept').dataset.value")) == _kept_by_the_filter(demo_run)
+    k = keys.index("min_motion")
+    clips = Manifest(str(demo_run)).read("clips")
+    motion = sorted(v for v, st in zip(clips.column("motion_score").to_pylist(), clips.column("status").to_pylist())
+                    if st == "ok" and v is not None and not np.isnan(v))
+    seen = set()
+    for target in (motion[len(motion) // 2], motion[-1], motion[0]):
+        browser.eval(f"(r => {{ r.value = '{target!r}'; r.dispatchEvent(new Event('input')); }})"
+                     f"(document.getElementById('wi-range-{k}'))")
+        used = float(browser.eval(f"document.querySelector('.wi-rule[data-rule=\"{k}\"]').dataset.threshold"))
+        assert abs(used - target) <= (motion[-1] - motion[0]) / 100 + 1e-9  # the slider's step, at most
+        expected = _kept_by_the_filter(demo_run, min_motion=used)
+        assert int(browser.eval("document.getElementById('whatif-kept').dataset.value")) == expected
+        assert browser.eval("document.getElementById('whatif-kept').textContent") == f"{expected:,}"
+        last = browser.eval("[...document.querySelectorAll('#whatif-funnel li .num')].pop().dataset.value")
+        assert int(last) == expected
+        seen.add(expected)
+    assert len(seen) >= 2, "moving min_motion across its values never changed the kept count"
+    # the exact value typed into the number box
+    browser.eval(f"(r => {{ r.value = '{motion[-1]!r}'; r.dispatchEvent(new Event('input')); }})"
+                 f"(document.getElementById('wi-num-{k}'))")
+    assert int(browser.eval("document.getElementById('whatif-kept').dataset.value")) == \
+        _kept_by_the_filter(demo_run, min_motion=motion[-1])
+    browser.eval(f"document.querySelector('.wi-reset[data-rule=\"{k}\"]').click()")
+    assert int(browser.eval("document.getElementById('whatif-kept').dataset.value")) == _kept_by_the_filter(demo_run)
+    assert browser.console_errors() == []
+
+
+def test_scatter_draws_every_clip_in_its_colour(browser, demo_run):
+    browser.open((demo_run / "report" / "index.html").as_uri())
+    clips = Manifest(str(demo_run)).read("clips")
+    for x, y in (("motion_score", "clarity"), ("text_area_max", "clip_duration_s")):
+        browser.eval(f"(s => {{ s.value = '{x}'; s.dispatchEvent(new Event('change')); }})"
+                     f"(document.getElementById('scatter-x'))")
+        browser.eval(f"(s => {{ s.value = '{y}'; s.dispatchEvent(new Event('change')); }})"
+                     f"(document.getElementById('scatter-y'))")
+        rows = [r for r in clips.to_pylist() if r["status"] == "ok" and all(
+            r[c] is not None and np.isfinite(r[c]) for c in (x, y))]
+        kept = sum(1 for r in rows if r["keep"] is not False)
+        drawn = browser.eval("[...document.querySelectorAll('#scatter-plot circle.pt')].map(c => c.classList[1])")
+        assert len(drawn) == len(rows) and drawn.count("kept") == kept and drawn.count("dropped") == len(rows) - kept
+        titles = browser.eval("[...document.querySelectorAll('#scatter-plot text.axis-title')].map(t => t.textContent)")
+        assert titles == [pretty(x), pretty(y)]
+
+
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory, demo_videos) -> tuple[Path, dict]:
     folder, truth = demo_videos
@@ -114,6 +216,8 @@ def test_synthetic_report_counts_sorting_and_filters(browser, synthetic_run, tmp
     assert tiles["captions"] == f"{dsg['captions']:,}" and tiles["total_objects"] == f"{dsg['total_objects']:,}"
     assert tiles["dsg_video_i"] == f"{100 * dsg['dsg_video_i']:.1f}%"
     assert tiles["dsg_video_s"] == f"{100 * dsg['dsg_video_s']:.1f}%"
+    causes = browser.eval("[...document.querySelectorAll('#errors tr[data-cause]')].map(r => r.dataset.cause)")
+    assert causes and not any("#" in c for c in causes)  # error causes as written, digits and all
 
     # sort by aesthetic, highest first: the cards come in that order, clips without a value last
     browser.eval("(s => { s.value = 'aesthetic_score'; s.dispatchEvent(new Event('change')); })"

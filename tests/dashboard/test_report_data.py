@@ -35,8 +35,10 @@ def test_funnel_reasons_categories_errors_match_ground_truth(synthetic):
     assert dict(zip(cats.labels, (k + d for k, d in zip(cats.kept, cats.dropped)))) == gt["categories"]
     assert sum(g["count"] for g in data.video_errors) == gt["video_errors"]
     assert sum(g["count"] for g in data.clip_errors) == gt["clip_errors"]
-    # "decoding failed at frame 17" and "... 33" are one cause, and every file is listed under it
-    assert [g["cause"] for g in data.clip_errors] == ["decoding failed at frame #"]
+    # "decoding failed at frame 17" and "... 33" are one cause, shown as written (no masked digits), and every
+    # file is listed under it
+    assert len(data.clip_errors) == 1 and re.fullmatch(r"decoding failed at frame \d+", data.clip_errors[0]["cause"])
+    assert data.clip_errors[0]["variants"] == len({f["message"] for f in data.clip_errors[0]["files"]}) > 1
     assert len(data.clip_errors[0]["files"]) == gt["clip_errors"]
 
 
@@ -88,11 +90,17 @@ def test_threshold_keys_map_to_columns_by_convention():
     assert unmatched == [{"stage": "filter", "key": "min_sharpness", "value": 0.2}]  # max_side 0 = disabled
 
 
-def test_many_numeric_reasons_are_folded_into_rules():
-    reasons = pa.chunked_array([pa.array([f"motion {i / 100:.2f} < 0.3" for i in range(60)] + ["blurry"] * 5
-                                         + [f"motion {i / 100:.2f} < 0.3; blurry" for i in range(3)])])
+def test_drop_reasons_are_grouped_by_rule_without_masking_numbers():
+    # the filter's own wording: "<column> <the clip's value> <|> <key> <threshold>"
+    reasons = pa.chunked_array([pa.array([f"motion_score {i / 100:.2f} < min_motion 0.3" for i in range(60)]
+                                         + ["blurry"] * 5 + ["text_area_max 0.2 > max_text_area 0.05"]
+                                         + [f"motion_score {i / 100:.2f} < min_motion 0.3; blurry" for i in range(3)]
+                                         + ["motion_score missing (min_motion 0.3)"])])
     rows = drop_reasons(reasons, np.ones(len(reasons), bool))
-    assert rows == [{"reason": "motion # < #", "count": 63, "sole": 60}, {"reason": "blurry", "count": 8, "sole": 5}]
+    assert rows == [{"reason": "motion_score < min_motion 0.3", "count": 63, "sole": 60},
+                    {"reason": "blurry", "count": 8, "sole": 5},
+                    {"reason": "motion_score missing (min_motion 0.3)", "count": 1, "sole": 1},
+                    {"reason": "text_area_max > max_text_area 0.05", "count": 1, "sole": 1}]
 
 
 def test_long_tail_is_cut_at_percentiles_but_nothing_is_lost():

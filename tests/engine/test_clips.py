@@ -98,5 +98,5 @@ def test_clip_errors_are_rows_the_run_counts(tmp_path, demo_videos):
     clips = Manifest(str(out)).read("clips").to_pylist()
     assert clips and all(c["status"] == "error" and "clip file not written" in c["error"] for c in clips)
     assert summary.videos_error == 0 and summary.clips_error == len(clips)
-    assert summary.errors_by_cause == {"clip file not written": len(clips)}
+    assert summary.errors_by_cause == {"write_clips: clip file not written": len(clips)}
     assert main(["inspect", str(out)]) == 0

@@ -14,7 +14,7 @@ import pytest
 from engine.io import (InputError, InputSpecError, check_regular, fingerprint, list_inputs, mark_duplicates,
                        write_atomic, output_fs)
 from engine.probe import Probe, truncation_problem
-from engine.samples import Scene, Transition, make_video
+from engine.synthetic import Scene, Transition, make_video
 from engine.video import probe_video
 
 
@@ -98,14 +98,23 @@ def test_gif_and_other_ffmpeg_containers_are_listed(tmp_path):
     assert (info.frames, info.width, info.height) == (12, 64, 48)
 
 
-def test_a_second_identical_input_points_at_the_first():
-    rows = [{"uri": u, "video_id": v, "bytes": 5, "status": "ok", "error": None}
-            for u, v in (("/a.mp4", "x"), ("/b.mp4", "y"), ("/c.mp4", "x"), ("/d.mp4", "x"))]
+def test_a_second_identical_input_points_at_the_first(tmp_path):
+    chunk = 1 << 20
+    head, tail = os.urandom(chunk), os.urandom(chunk)
+    contents = {"a.mp4": head + b"A" * chunk + tail, "b.mp4": os.urandom(3 * chunk),
+                "c.mp4": head + b"A" * chunk + tail, "d.mp4": head + b"A" * chunk + tail,
+                "e.mp4": head + b"E" * chunk + tail}  # same size, head and tail as a.mp4: only the middle differs
+    rows = []
+    for name, data in contents.items():
+        (tmp_path / name).write_bytes(data)
+        vid, size = fingerprint(str(tmp_path / name))
+        rows.append({"uri": str(tmp_path / name), "video_id": vid, "bytes": size, "status": "ok", "error": None})
+    assert rows[4]["video_id"] == rows[0]["video_id"]  # the cheap id cannot tell them apart
     out = mark_duplicates(rows)
-    assert [r["status"] for r in out] == ["ok", "ok", "error", "error"]
-    assert out[2]["error"] == "ingest: /c.mp4: duplicate: same content as /a.mp4"
-    assert out[3]["error"] == "ingest: /d.mp4: duplicate: same content as /a.mp4"
-    assert len({r["video_id"] for r in out}) == 4  # every input keeps its own manifest row
+    assert [r["status"] for r in out] == ["ok", "ok", "error", "error", "ok"]
+    assert out[2]["error"] == f"ingest: {tmp_path / 'c.mp4'}: duplicate: same content as {tmp_path / 'a.mp4'}"
+    assert out[3]["error"] == f"ingest: {tmp_path / 'd.mp4'}: duplicate: same content as {tmp_path / 'a.mp4'}"
+    assert len({r["video_id"] for r in out}) == 5  # every input keeps its own manifest row
 
 
 def _faststart(src: Path, dst: Path) -> None:
@@ -186,3 +195,38 @@ def test_write_atomic_on_an_object_store_uploads_once():
     fs, root = output_fs("memory://vde-io-test")
     write_atomic(fs, f"{root}/a/b.json", b"{}")
     assert fs.cat(f"{root}/a/b.json") == b"{}" and fs.ls(f"{root}/a", detail=False) == [f"{root}/a/b.json"]
+
+
+def test_http_failures_read_as_what_they_are(shared_videos):
+    import functools
+    import http.server
+
+    pytest.importorskip("aiohttp")
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server API
+            for status in (403, 500):
+                if self.path.startswith(f"/{status}/"):
+                    return self.send_error(status)
+            return super().do_GET()
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(shared_videos)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert fingerprint(f"{base}/counter.mp4") == fingerprint(str(shared_videos / "counter.mp4"))
+        for path, cause in (("missing.mp4", "HTTP 404"), ("403/x.mp4", "HTTP 403 Forbidden"),
+                            ("500/x.mp4", "HTTP 500 Internal Server Error")):
+            with pytest.raises(InputError, match=f"^{cause}"):
+                fingerprint(f"{base}/{path}")
+            assert list_inputs(f"{base}/{path}") == [f"{base}/{path}"]  # a row for it, not "does not exist"
+    finally:
+        server.shutdown()
+        server.server_close()  # nothing listens on the port any more
+    with pytest.raises(InputError, match=r"^HTTP request failed \(ClientConnectorError"):
+        fingerprint(f"{base}/gone.mp4")

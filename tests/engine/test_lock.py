@@ -18,7 +18,7 @@ import pytest
 from engine.cli import main
 from engine.lock import LOCK, OutputError, OutputLock, _process_start, check_output, clean_temporaries, guard_output
 from engine.manifest import Manifest
-from engine.samples import Scene, Transition, make_video
+from engine.synthetic import Scene, Transition, make_video
 
 REPO = Path(__file__).resolve().parents[2]
 

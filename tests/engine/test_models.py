@@ -14,6 +14,9 @@ from engine.pipeline import PipelineError, parse_pipeline
 from engine.registry import known_stages, stage_class
 
 NO_GPU = not torch.cuda.is_available()
+# Stages each model stage needs before it for a pipeline that is valid but for the key under test.
+BEFORE = {"clip_score": ("probe", "split"), "caption": ("probe", "split"), "encode": ("probe", "split"),
+          "categorize": ("probe", "split", "caption"), "dsg_video": ("probe", "split", "caption")}
 
 
 def _model_stages() -> list[str]:
@@ -44,7 +47,7 @@ def test_every_stage_that_loads_a_model_has_the_one_knob() -> None:
 @pytest.mark.parametrize("stage", ["clip_score", "caption", "categorize", "dsg_video", "encode"])
 def test_gpu_only_choice_on_a_cpu_machine_is_one_clear_message(stage: str) -> None:
     with pytest.raises(PipelineError) as info:
-        parse_pipeline(_pipeline(stage, precision="bf16", device="cuda"), check_models=False)
+        parse_pipeline(_pipeline(stage, BEFORE[stage], precision="bf16", device="cuda"), check_models=False)
     assert len(info.value.problems) == 1
     problem = info.value.problems[0]
     assert f"({stage})" in problem and "'device: cuda' needs a GPU" in problem
@@ -56,19 +59,19 @@ def test_gpu_only_choice_on_a_cpu_machine_is_one_clear_message(stage: str) -> No
 @pytest.mark.parametrize("device", ["gpu", "cuda:x", "CUDA", ""])
 def test_bad_device_spelling_says_what_is_allowed(device: str) -> None:
     with pytest.raises(PipelineError, match=r"'device' must be auto, cpu, cuda or cuda:N"):
-        parse_pipeline(_pipeline("clip_score", device=repr(device)), check_models=False)
+        parse_pipeline(_pipeline("clip_score", BEFORE["clip_score"], device=repr(device)), check_models=False)
 
 
 def test_bad_precision_lists_the_spellings() -> None:
     with pytest.raises(PipelineError, match=r"'precision' must be one of \['auto', 'fp32', 'bf16', 'fp16'\]"):
-        parse_pipeline(_pipeline("caption", precision="bfloat16"), check_models=False)
+        parse_pipeline(_pipeline("caption", BEFORE["caption"], precision="bfloat16"), check_models=False)
 
 
 @pytest.mark.parametrize(("old", "new"), [("bfloat16", "bf16"), ("float16", "fp16"), ("float32", "fp32"),
                                           ("auto", "auto")])
 def test_old_dtype_key_still_validates_with_a_warning(old: str, new: str, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="engine.models"):
-        parsed = parse_pipeline(_pipeline("encode", ("probe", "split"), dtype=old), check_models=False)
+        parsed = parse_pipeline(_pipeline("encode", BEFORE["encode"], dtype=old), check_models=False)
     stage = parsed.stages[-1]
     assert stage.precision == new and stage.dtype is None
     assert f"'dtype: {old}' is deprecated; write 'precision: {new}'" in caplog.text
@@ -77,7 +80,7 @@ def test_old_dtype_key_still_validates_with_a_warning(old: str, new: str, caplog
 
 def test_unknown_old_dtype_is_rejected() -> None:
     with pytest.raises(PipelineError, match="'dtype' is the deprecated spelling of 'precision'"):
-        parse_pipeline(_pipeline("categorize", dtype="float64"), check_models=False)
+        parse_pipeline(_pipeline("categorize", BEFORE["categorize"], dtype="float64"), check_models=False)
 
 
 def test_resolution() -> None:

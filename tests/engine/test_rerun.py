@@ -174,7 +174,7 @@ def test_input_changes_are_detected_handled_and_reported(base_run, tmp_path):
         shutil.copy(inputs / name, folder / name)
     out = tmp_path / "out"
     run(root / "base.yaml", folder, out)
-    from engine.samples import Scene, Transition, make_video
+    from engine.synthetic import Scene, Transition, make_video
 
     (folder / names[0]).unlink()  # removed
     make_video(folder / "added.mp4", [Scene(frames=60, seed=31, speed=2.0), Scene(frames=60, seed=32, speed=1.0)],

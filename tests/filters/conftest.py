@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from engine.samples import GroundTruth, Scene, Transition, make_video
+from engine.synthetic import GroundTruth, Scene, Transition, make_video
 from engine.video import probe_video
 
 PAN_SPEEDS = [0.0, 1.0, 2.0, 4.0, 8.0]  # px/frame at 320 px width, one shot each
@@ -19,7 +19,7 @@ PAN_SPEEDS = [0.0, 1.0, 2.0, 4.0, 8.0]  # px/frame at 320 px width, one shot eac
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> tuple[Path, Path]:
     """(open_clip local dir, LAION-layout head .pth), both random and marked untrained."""
-    from filters.testing import write_tiny_clip, write_tiny_head
+    from filters.synthetic import write_tiny_clip, write_tiny_head
 
     root = tmp_path_factory.mktemp("tiny_models")
     return write_tiny_clip(root / "clip"), write_tiny_head(root / "head" / "aesthetic.pth", input_size=32)

@@ -14,7 +14,7 @@ import torch
 from engine.stage import RunContext
 from filters import clip_models
 from filters.clip_score import ClipScore
-from filters.testing import AestheticMLP, tiny_clip_config, write_tiny_head
+from filters.synthetic import AestheticMLP, tiny_clip_config, write_tiny_head
 from tests.filters.conftest import clip_rows, write_frames
 
 

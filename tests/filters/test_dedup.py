@@ -18,7 +18,7 @@ import pytest
 from engine.executors.local import LocalExecutor
 from engine.pipeline import PipelineError, parse_pipeline
 from engine.run import run_pipeline
-from engine.samples import Scene, Transition, _render_scene, make_video
+from engine.synthetic import Scene, Transition, _render_scene, make_video
 from engine.video import open_video, probe_video
 from filters import embeddings
 from filters.dedup import Dedup
@@ -62,7 +62,8 @@ def _frames(path: Path) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def family(tmp_path_factory) -> Path:
-    """orig.mp4 (3 shots, hard cuts), its copies half.mp4 / crop.mp4 / intro.mp4, and other.mp4."""
+    """orig.mp4 (3 shots, hard cuts), its copies half.mp4 / crop.mp4 / intro.mp4 / same_bytes.mp4, and
+    other.mp4."""
     folder = tmp_path_factory.mktemp("family")
     make_video(folder / "orig.mp4", SHOTS, [Transition(kind="cut")] * 2)
     frames = _frames(folder / "orig.mp4")
@@ -72,6 +73,7 @@ def family(tmp_path_factory) -> Path:
     write_frames(folder / "intro.mp4", [f[:, :, ::-1] for f in intro] + frames)
     make_video(folder / "other.mp4", [Scene(frames=60, seed=31, speed=1.0), Scene(frames=60, seed=32, speed=2.0)],
                [Transition(kind="cut")])
+    shutil.copy(folder / "orig.mp4", folder / "same_bytes.mp4")  # caught at ingest, never decoded
     return folder
 
 
@@ -121,6 +123,10 @@ def test_copies_group_with_their_source_and_one_clip_of_each_group_is_kept(resul
     # The stage after the barrier wrote exactly the kept clips.
     assert all((r["clip_uri"] is not None) == bool(r["keep"]) for r in rows)
     assert sorted(p.name for p in (out / "clips").iterdir()) == sorted(f"{r['clip_id']}.mp4" for r in rows if r["keep"])
+    videos = {Path(v["uri"]).name: v for v in pq.read_table(out / "manifest" / "videos").to_pylist()}
+    same = videos["same_bytes.mp4"]
+    assert same["status"] == "error" and same["error_stage"] == "ingest" and "orig.mp4" in same["error"]
+    assert "same_bytes.mp4" not in {Path(r["uri"]).name for r in rows}
     summary = __import__("json").loads((out / "manifest" / "dedup.json").read_text())
     assert summary["duplicates"] == 9 and summary["groups"] == 3 and summary["model"] == "tiny:clip"
 
@@ -284,3 +290,50 @@ def test_the_funnel_and_the_dashboard_count_duplicates(result) -> None:
     funnel = {step["key"]: step["count"] for step in data.funnel}
     assert funnel["passed_filters"] == len(rows) and funnel["kept"] == len(rows) - 9
     assert {r["reason"]: r["count"] for r in data.reasons} == {"duplicate (dedup)": 9}
+
+
+@pytest.mark.slow
+def test_sigkill_before_and_after_the_barrier_then_rerun(family, result, tmp_path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    reference, _ = result
+    pipeline = tmp_path / "dedup.yaml"
+    pipeline.write_text(PIPELINE)
+    repo = Path(__file__).resolve().parents[2]
+
+    def vde(out: Path) -> subprocess.Popen:  # one video per part, so a kill can fall between any two
+        code = ("import sys; from engine.executors.local import LocalExecutor; from engine.pipeline import "
+                "load_pipeline; from engine.run import run_pipeline; run_pipeline(load_pipeline(sys.argv[1]), "
+                "sys.argv[2], sys.argv[3], LocalExecutor(videos_per_part=1, progress=False))")
+        return subprocess.Popen([sys.executable, "-c", code, str(pipeline), str(family), str(out)], cwd=repo,
+                                env={**os.environ, "PYTHONPATH": str(repo)}, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+
+    for where, pattern in (("before", "_state/parts/*.parquet"), ("after", "_state/parts-after-*/*.parquet")):
+        out = tmp_path / where
+        proc = vde(out)
+        deadline = time.time() + 300
+        while time.time() < deadline and len(list(out.glob(pattern))) < 2 and proc.poll() is None:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not (out / "run.json").exists(), f"the run finished before it could be killed ({where})"
+        assert vde(out).wait() == 0
+        assert _dedup_view(out) == _dedup_view(reference), where
+
+
+@pytest.mark.slow
+def test_ray_executor_runs_the_barrier_like_the_local_one(family, result, tmp_path) -> None:
+    from engine.executors.ray_executor import RayExecutor
+
+    reference, _ = result
+    executor = RayExecutor(num_cpus=4, progress=False)
+    try:
+        run_pipeline(parse_pipeline(PIPELINE), str(family), str(tmp_path / "ray"), executor, on_error="raise")
+    finally:
+        executor.shutdown()
+    assert _dedup_view(tmp_path / "ray") == _dedup_view(reference)

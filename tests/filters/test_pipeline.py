@@ -79,5 +79,6 @@ def test_tiny_stiv_runs_end_to_end_with_an_auditable_funnel(tiny_models, demo_vi
     assert news[0]["text_area_max"] > 0.05 and "max_text_area" in news[0]["drop_reason"]
     funnel = json.loads((out / "manifest" / "funnel.json").read_text())
     assert funnel["clips"] == clips.num_rows and funnel["kept"] == 0
-    assert funnel["steps"][-2]["rule"] == "min_aesthetic" and funnel["steps"][-2]["remaining"] == 0
+    assert funnel["steps"][-3]["rule"] == "min_aesthetic" and funnel["steps"][-3]["remaining"] == 0
+    assert funnel["steps"][-1]["rule"] == "dedup" and funnel["steps"][-1]["removed"] == 0  # nothing left to dedup
     assert int(pc.sum(pc.invert(clips.column("keep"))).as_py()) == clips.num_rows

@@ -32,7 +32,7 @@ def test_motion_follows_known_pan_speed(pans) -> None:
         assert c == pytest.approx(speed, rel=0.12)  # the camera proxy is the pan speed
         assert m == pytest.approx(speed, rel=0.2)  # the still square and frame edges pull the mean down
     assert out[-1]["moving_frac"] > 0.8 and out[0]["moving_frac"] < 0.05
-    assert all(r["score_notes"] == "ocr off" and r["score_frames"] == 20 for r in out)  # NaN text: says why
+    assert all(r["score_notes"] == "ocr off" and 17 <= r["score_frames"] <= 20 for r in out)  # NaN text: says why
     # The background slides left: the camera pans right, at the pan speed; the square stands still.
     assert [r["camera_move"] for r in out] == ["static"] + ["pan_right"] * 4
     for speed, row in zip(PAN_SPEEDS, out):
@@ -142,3 +142,41 @@ def test_damaged_stream_skips_frames_and_bad_files_become_error_rows(shared_vide
 def test_check_reports_bad_values() -> None:
     problems = Score(pairs=0, ocr_frames=0, border_threshold=300).check()
     assert len(problems) == 3 and any("pairs" in p for p in problems)
+
+
+def test_camera_class_of_static_shared_videos(shared_videos, ground_truth) -> None:
+    """ground_truth.json: traffic_camera and mmaction2 are static cameras (cars pass; a person fills half
+    the frame); the shot of bikes.mp4 from frame 42 pans over the traffic."""
+    assert "static" in ground_truth["traffic_camera.mp4"]["ground_truth"]["camera"]
+    assert ground_truth["mmaction2-test.avi"]["ground_truth"]["camera"] == "static"
+    rows = [r for n in ("traffic_camera.mp4", "mmaction2-test.avi") for r in clip_rows(shared_videos / n, [(0, 160)],
+                                                                                      video_id=n)]
+    rows += clip_rows(shared_videos / "bikes.mp4", [(42, 76)], video_id="bikes pan")
+    out = {r["video_id"]: r for r in _score(rows, ocr=False)}
+    for name in ("traffic_camera.mp4", "mmaction2-test.avi"):
+        assert out[name]["camera_move"] == "static", (name, out[name]["camera_speed"])
+        assert out[name]["object_motion"] > 0.1  # the scene moves; the camera does not
+    assert out["bikes pan"]["camera_move"] != "static" and out["bikes pan"]["camera_speed"] > 0.5
+
+
+@pytest.mark.slow
+def test_shared_videos_against_their_ground_truth(shared_videos, ground_truth) -> None:
+    """Every shared video as one clip at the default settings: motion ranks as the all-pairs reference
+    does, no full-frame video gets a crop box, no video without text gets a text area, the pillarboxed
+    test card is cropped."""
+    rows = []
+    for name, entry in ground_truth.items():
+        frames = entry.get("technical", {}).get("frames_decoded") or 0
+        if frames >= 2 and "reference_motion" in entry:
+            rows += clip_rows(shared_videos / name, [(0, frames)], video_id=name)
+    out = {r["video_id"]: r for r in _score(rows)}
+    measured = [(r["motion_score"], ground_truth[n]["reference_motion"]["mean_flow"]) for n, r in out.items()
+                if math.isfinite(r["motion_score"])]
+    ranks = [np.argsort(np.argsort(np.array(col), kind="stable")) for col in zip(*measured)]
+    assert np.corrcoef(*ranks)[0, 1] >= 0.95
+    for name, row in out.items():
+        if name != "smpte-2997.mp4" and math.isfinite(row["border_frac"]):
+            assert row["border_frac"] <= 0.02, name
+        if ground_truth[name].get("ground_truth", {}).get("text") == "none":
+            assert row["text_area_max"] <= 0.02, name
+    assert out["smpte-2997.mp4"]["border_frac"] == pytest.approx(0.25, abs=0.01)

@@ -34,13 +34,16 @@ def test_motion_of_translated_pattern_is_its_speed(shift: int) -> None:
 
 def test_static_low_contrast_shot_stays_static() -> None:
     """An overcast sky: a soft, low-contrast, static picture with sensor noise. Its motion is the noise's,
-    near 0; a contrast stretch before the flow would amplify the noise into motion."""
+    near 0; stretching its contrast before the flow (as for a moving low-contrast scene) would amplify the
+    noise into motion (about 0.04 here), so a pair is stretched only when its camera moves."""
     rng = np.random.default_rng(1)
     sky = cv2.GaussianBlur(rng.random((180, 320)).astype(np.float32), (0, 0), 8.0)
     sky = cv2.normalize(sky, None, 150, 162, cv2.NORM_MINMAX)
-    frames = [np.clip(sky + rng.normal(0, 1.0, sky.shape), 0, 255).astype(np.uint8) for _ in range(4)]
-    stats = _stats(list(zip(frames, frames[1:])))
-    assert stats.mean < 0.1
+    frames = [np.clip(sky + rng.normal(0, 1.0, sky.shape), 0, 255).astype(np.uint8) for _ in range(6)]
+    clip = scorer.ClipSample(frames=np.stack([np.repeat(f[..., None], 3, axis=2) for f in frames]),
+                             indices=list(range(6)), length=6, display_w=320, display_h=180)
+    assert motion.mean_gradient(frames[0], frames[1]) < motion.LOW_CONTRAST  # the case the stretch is for
+    assert motion.Motion().measure(clip)["motion_score"] < 0.01
 
 
 def test_dis_flow_agrees_on_translation() -> None:
@@ -116,12 +119,3 @@ def test_text_detector_finds_rendered_caption() -> None:
     assert w * h / (640 * 360) * 0.7 < area < w * h / (640 * 360) * 2.5
     empty = detector.measure(np.full((2, 360, 640, 3), 90, np.uint8))
     assert (empty.area_max, empty.boxes) == (0.0, 0)
-
-
-def test_text_detector_drops_whole_frame_boxes() -> None:
-    """A test card (big colour bars) makes DB return one frame-sized 'line'; it is not text."""
-    bars = np.zeros((360, 640, 3), np.uint8)
-    for k, colour in enumerate([(255, 255, 255), (255, 255, 0), (0, 255, 255), (0, 255, 0), (255, 0, 255)]):
-        bars[:, k * 128:(k + 1) * 128] = colour
-    detector = text.text_detector(640, 1, False)
-    assert all(min(cv2.minAreaRect(b)[1]) <= 180 for b in detector.boxes(bars))

@@ -1,4 +1,4 @@
-"""Tiny random-weight models for the shard tests, built once per session through shards.tiny (the real save path)."""
+"""Tiny random-weight models for the shard tests, built once per session through shards.synthetic (the real save path)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, str]:
     from engine.tiny import tiny_path
-    from shards.tiny import build_tiny_models
+    from shards.synthetic import build_tiny_models
 
     folder = tmp_path_factory.mktemp("tiny_models")
     models = build_tiny_models(folder)
@@ -22,7 +22,7 @@ def tiny_models(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def clip_video(tmp_path_factory) -> tuple[Path, dict]:
     """A 64-frame 96x64 video: two scenes with a hard cut at frame 32."""
-    from engine.samples import Scene, Transition, make_video
+    from engine.synthetic import Scene, Transition, make_video
 
     folder = tmp_path_factory.mktemp("shard_videos")
     path = folder / "two_scenes.mp4"

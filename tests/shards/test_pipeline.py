@@ -114,8 +114,11 @@ def test_verify_catches_a_flipped_byte(damaged):
     data[member.offset_data + 200] ^= 0x01
     target.write_bytes(bytes(data))
     problems = _problems(out)
+    key = member.name.split(".", 1)[0]
     assert problems == [f"{entry['path']}: sha256 {hashlib.sha256(bytes(data)).hexdigest()[:16]}... differs from "
-                        f"the index's {entry['sha256'][:16]}... (corrupted bytes)"]
+                        f"the index's {entry['sha256'][:16]}... (corrupted bytes)",
+                        f"{entry['path']}:{key}: arrays do not match the json's latent_sha256 (latent, text "
+                        f"embedding or jpg replaced after encoding)"]
 
 
 def test_verify_catches_missing_duplicate_and_orphan_samples(damaged):
@@ -142,7 +145,10 @@ def test_verify_catches_missing_duplicate_and_orphan_samples(damaged):
     problems = _problems(out)
     assert f"{dropped}: manifest puts it in {entry['path']}, but no shard holds it (missing sample)" in problems
     assert any(p.startswith(f"{entry['bucket']}/000099.tar") and "orphan" in p for p in problems)
-    assert len(problems) == 2
+    # the bucket record still describes the sample set before the edit: its count and fingerprint disagree
+    bucket = f"index.json:{entry['bucket']}: bucket"
+    assert sorted(p.split(" ")[2] for p in problems if p.startswith(bucket)) == ["count", "fingerprint"]
+    assert len(problems) == 4
     # Indexing the copy makes its samples appear twice.
     data = orphan.read_bytes()
     index["shards"].append({**index["shards"][1], "path": f"{entry['bucket']}/000099.tar", "bytes": len(data),

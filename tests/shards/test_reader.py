@@ -15,7 +15,7 @@ import webdataset as wds
 
 from shards.reader import MICRO_KEYS, ShardStream, find_index, load_index, make_loader
 from stiv.flow import MICRO_NUM_FRAMES
-from stiv.testing import write_synthetic_shards
+from stiv.synthetic import write_synthetic_shards
 
 BUCKETS = {"16x16x4": (4, 4, 2, 2), "32x32x2": (2, 4, 4, 4)}
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from stiv.config import TrainConfig, debug
-from stiv.testing import write_synthetic_shards
+from stiv.synthetic import write_synthetic_shards
 
 
 

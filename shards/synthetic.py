@@ -33,7 +33,7 @@ _CORPUS = ("a the of and in on at with to from video clip scene camera shot clos
 
 def _marker(folder: Path, what: str) -> None:
     (folder / UNTRAINED_MARKER).write_text(json.dumps(
-        {"untrained": True, "built_by": "shards.tiny", "what": what,
+        {"untrained": True, "built_by": "shards.synthetic", "what": what,
          "note": "random weights of a real architecture; outputs mean nothing"}, indent=1))
 
 
