@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.cli import main  # noqa: E402
 from engine.pipeline import PIPELINE_DIR  # noqa: E402
-from engine.samples import write_demo_videos  # noqa: E402
+from engine.synthetic import write_demo_videos  # noqa: E402
 
 
 def timed(args: list[str]) -> float:
