@@ -103,12 +103,13 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8, help="frames per clip or per random set")
     parser.add_argument("--clips", type=int, default=12, help="clips per file (evenly spaced, 50 frames each)")
     parser.add_argument("--sets", type=int, default=10, help="random index sets per file")
+    parser.add_argument("--files", nargs="*", default=FILES, help="shared videos to read")
     args = parser.parse_args()
     if not SHARED.is_dir():
         sys.exit("needs ../shared/testdata/videos")
     rng = np.random.default_rng(0)
     totals = {k: [0.0, 0.0, 0] for k in ("clips_before", "clips_after", "random_before", "random_after")}
-    for name in FILES:
+    for name in args.files:
         path = str(SHARED / name)
         Path(path).read_bytes()  # warm the page cache: both sides read from memory
         reader = PyAVReader(path)

@@ -105,6 +105,9 @@ def probe_video(path: str) -> VideoInfo:
         )
 
 
+DECODER_THREAD_TYPE, DECODER_THREADS = "SLICE", 1
+
+
 def configure_decoder(stream: av.video.stream.VideoStream) -> None:
     """One decoder set-up for every reader of frames that are kept (readers, clip files).
 
@@ -112,8 +115,8 @@ def configure_decoder(stream: av.video.stream.VideoStream) -> None:
     1, 2, 3 and 8 threads give four different pictures for frames 29-48), and its default count follows the
     machine's cores. One thread gives every machine the same pixels; parallelism comes from decoding several
     videos at once instead."""
-    stream.thread_type = "SLICE"
-    stream.codec_context.thread_count = 1
+    stream.thread_type = DECODER_THREAD_TYPE
+    stream.codec_context.thread_count = DECODER_THREADS
 
 
 def iter_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream,

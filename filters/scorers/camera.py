@@ -2,9 +2,10 @@
 
 Per pair (grey frames at 320 px wide, as for ``motion``): a grid of points over the frame tracked with
 pyramidal Lucas-Kanade (forward and back: a point without texture, or whose track does not return, is
-dropped; the grid, unlike the strongest corners, covers the frame evenly and low-contrast texture too), then a similarity (translation, rotation,
-uniform scale) fitted to them with RANSAC: the camera's share of the motion. The second frame is warped back
-by that model and the Farneback flow of the aligned pair is what moves in the scene: ``object_motion``.
+dropped; a grid, unlike the strongest corners, covers the frame evenly, low-contrast texture too), then a
+similarity (translation, rotation, uniform scale) fitted to them with RANSAC: the camera's share of the
+motion. The second frame is warped back by that model and the Farneback flow of the aligned pair is what
+moves in the scene: ``object_motion``.
 
 The clip's class, from the pairs' models (speeds in px/frame at 320 px wide):
 - ``static``: the median pair's camera flow is below ``static_px``;
@@ -57,8 +58,8 @@ IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 def fit_camera(a: np.ndarray, b: np.ndarray, min_tracks: int = 8) -> PairModel:
     """The similarity that moves grey frame ``a`` onto ``b``, robust to moving objects (RANSAC): a model
     fewer than ``MIN_AGREE`` of the tracks agree on is no camera motion, nor one the still camera explains
-    about as well. A frame without enough trackable
-    points (flat, black, a graphic on a plain background) has no measurable camera motion either: identity."""
+    about as well. A frame without enough trackable points (flat, black, a graphic on a plain background)
+    has no measurable camera motion either: identity."""
     h, w = a.shape
     matrix = IDENTITY
     step = max(4, min(w, h) // 14)

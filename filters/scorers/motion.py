@@ -6,9 +6,9 @@ Farneback's solver regularises each pixel's 2x2 system with a constant, so on sm
 it shrinks real motion towards 0 (a 2 px/frame pan of a soft texture reads as 0.2). A pair is therefore
 stretched in contrast only when its camera model (filters/scorers/camera.py: Lucas-Kanade tracks, which do
 not shrink) says the camera moves and the pair is low in contrast; a static shot is always measured as it
-is, so the sensor noise of an overcast sky is never amplified into motion (``camera.motion_flows``, beside the camera
-model it needs). How many pairs it takes to be within 15% of the all-pairs value is measured by
-bench/bench_motion_pairs.py; the ``score`` stage's ``pairs`` default comes from there.
+is, so the sensor noise of an overcast sky is never amplified into motion (``camera.motion_flows``, beside
+the camera model it needs). How many pairs it takes to be within 15% of the all-pairs value is measured
+by bench/bench_motion_pairs.py; the ``score`` stage's ``pairs`` default comes from there.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from filters.scorer import NAN, ClipSample, Column, Declaration, Scorer, Threshold
-from filters.scorers.camera import motion_flows
+from filters.scorers.camera import LOW_CONTRAST, MOVING_CAMERA, mean_gradient, motion_flows, stretch_contrast  # noqa: F401
 
 PX = "px/frame at 320 px width"
 

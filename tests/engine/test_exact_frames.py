@@ -110,3 +110,37 @@ def test_shared_videos_are_frame_exact(shared_videos, name):
     packets = reader.num_frames
     reader.close()
     assert_exact(path, truth, decoded_frames=len(truth) if skipped or len(truth) != packets else None)
+
+
+class _LateSeeks:
+    """A container whose seeks land on the keyframe after the one asked for (what the Matroska demuxer did on
+    a VP8 file without cues)."""
+
+    def __init__(self, container, reader: PyAVReader):
+        self._container, self._reader = container, reader
+
+    def seek(self, offset, **kw):
+        later = [k for k in self._reader.keyframes if k > offset]
+        return self._container.seek(later[0] if later else offset, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._container, name)
+
+
+def test_a_seek_that_lands_late_is_caught(cases, monkeypatch):
+    """The reader sees it landed past the target and steps back, still naming frames by timestamp."""
+    path = cases["open_gop"]
+    truth, _, _ = sequential(path)
+    real_open = PyAVReader._open
+
+    def late_open(self):
+        real_open(self)
+        self.container = _LateSeeks(self.container, self)
+
+    monkeypatch.setattr(PyAVReader, "_open", late_open)
+    for target in (5, 13, 30, 47, 89):
+        reader = PyAVReader(path)
+        got = reader.get_frames([target])[0]
+        assert reader.by_timestamp  # caught by the landing check, not by giving up on timestamps
+        reader.close()
+        assert hashlib.sha1(got.tobytes()).hexdigest() == truth[target], target

@@ -43,7 +43,7 @@ def test_wrong_types_and_values_are_all_reported_at_once():
     text = "\n".join(problems)
     assert "unknown top-level key 'nme'; did you mean 'name'?" in text
     assert "'min_side' must be an integer, got 'big'" in text
-    assert "'detector' must be one of ['adaptive', 'content', 'hash', 'histogram'], got 'magic'" in text
+    assert "'detector' must be one of ['transnetv2', 'adaptive', 'content', 'hash', 'histogram'], got 'magic'" in text
     assert "'gradual' must be true or false" in text
     assert "'resources.cpus' must be a non-negative number" in text
     # Values are checked once their types are right; again every stage's problems come together.

@@ -1,7 +1,6 @@
 """Same input, same bytes: two demo runs, and a local and a Ray run, give identical clip files and shards.
 
-Both runs of a pair write to the same output root (one after the other): shard samples carry each clip's
-absolute ``clip_uri``, so two different roots give different shard bytes by design."""
+Both runs of a pair write to the same output root, one after the other, as two runs of one command do."""
 
 from __future__ import annotations
 

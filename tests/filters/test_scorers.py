@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from filters import scorer
-from filters.scorers import borders, clarity, motion, orientation, text
+from filters.scorers import borders, camera, clarity, motion, orientation, text
 
 
 def _stats(pairs, method: str = "farneback") -> motion.MotionStats:
@@ -42,7 +42,7 @@ def test_static_low_contrast_shot_stays_static() -> None:
     frames = [np.clip(sky + rng.normal(0, 1.0, sky.shape), 0, 255).astype(np.uint8) for _ in range(6)]
     clip = scorer.ClipSample(frames=np.stack([np.repeat(f[..., None], 3, axis=2) for f in frames]),
                              indices=list(range(6)), length=6, display_w=320, display_h=180)
-    assert motion.mean_gradient(frames[0], frames[1]) < motion.LOW_CONTRAST  # the case the stretch is for
+    assert camera.mean_gradient(frames[0], frames[1]) < camera.LOW_CONTRAST  # the case the stretch is for
     assert motion.Motion().measure(clip)["motion_score"] < 0.01
 
 
