@@ -10,7 +10,11 @@ log = logging.getLogger("vde")
 
 def cmd_report(args: argparse.Namespace) -> int:
     from dashboard.report import build_report
+    from engine.generation import guard
 
+    if (refused := guard(args.output)) is not None:
+        log.error("%s", refused)
+        return 2
     try:
         path = build_report(args.output, gallery=args.gallery, frames=args.frames,
                             thumbnails=not args.no_thumbnails, seed=args.seed)

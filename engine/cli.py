@@ -100,7 +100,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     executor = _executor(args)
     try:
-        with guard_output(args.output):
+        import contextlib
+
+        # a dry run writes nothing, not even the lock
+        with contextlib.nullcontext() if args.dry_run else guard_output(args.output):
             summary = run_pipeline(pipeline, args.input, args.output, executor, on_error=args.on_error,
                                    force=args.force, from_stage=args.from_stage, dry_run=args.dry_run,
                                    on_plan=show_plan)
@@ -163,10 +166,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     try:
         run = current.require(args.output)
     except IncompleteOutput as exc:
-        console.print(f"[red]{exc}[/red]")
+        _fail(str(exc))
         return 2
     if current.note():
-        console.print(f"[yellow]{current.note()}[/yellow]")
+        console.print(current.note(), style="yellow", markup=False, soft_wrap=True)
     s = run["summary"]
     table = Table(title=f"{args.output} — pipeline '{run['pipeline']['name']}' ({run['executor']})")
     table.add_column("what")

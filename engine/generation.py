@@ -102,3 +102,19 @@ def finish(output: str) -> None:
     path = join(root, MARKER)
     if fs.exists(path):
         fs.rm(path)
+
+
+def guard(output: str) -> str | None:
+    """For readers: the reason to refuse ``output`` (a run stopped mid-commit), else None. A later run that is
+    still working (or stopped while working) is logged as a warning: the files are the last complete run's."""
+    import logging
+
+    try:
+        current = state(output)
+    except Exception:  # noqa: BLE001 - not an output this can judge: let the reader say what is wrong
+        return None
+    if current.marker is not None and current.marker.get("phase") == COMMITTING:
+        return f"{output}: {current.note()}"
+    if current.note():
+        logging.getLogger(__name__).warning("%s", current.note())
+    return None

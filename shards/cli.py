@@ -22,8 +22,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from engine.generation import guard
     from shards.verify import verify
 
+    if (refused := guard(args.output)) is not None:
+        Console(stderr=True).print(refused, style="red", markup=False)
+        return 2
     report = verify(args.output, decode=not args.no_decode, manifest=not args.no_manifest)
     if args.json:
         print(json.dumps(report.as_dict()))

@@ -87,8 +87,12 @@ def train_config(args: argparse.Namespace):  # noqa: ANN201 - TrainConfig; impor
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from engine.generation import guard
     from stiv.train import train
 
+    if (refused := guard(args.shards)) is not None:
+        logging.getLogger("vde").error("%s", refused)
+        return 2
     train(train_config(args), resume=args.resume)
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import pyarrow as pa
@@ -138,3 +139,52 @@ def test_error_counts_read_the_columns_of_videos_and_clips():
     assert error_counts([videos, clips]) == {"probe: no video stream": 2, "score: decoding failed": 2,
                                              "caption: KeyError: 'x'": 1}
     assert error_counts([videos, clips], "kind") == {INPUT_FAULT: 4, UNEXPECTED: 1}
+
+
+@dataclass(kw_only=True)
+class _Recorder(Stage):
+    """Writes a file per worker on setup and on teardown, so a test can see both happened."""
+
+    name: ClassVar[str] = "recorder"
+    folder: str = ""
+
+    def setup(self, ctx: RunContext) -> None:
+        import os
+
+        self.mark = Path(self.folder) / f"{os.getpid()}-{id(self)}"
+        self.mark.with_suffix(".setup").write_text("")
+
+    def process_batch(self, batch: pa.Table) -> pa.Table:
+        return batch
+
+    def teardown(self) -> None:
+        self.mark.with_suffix(".teardown").write_text("")
+
+
+@pytest.mark.parametrize("executor", ["local", pytest.param("ray", marks=pytest.mark.slow)])
+def test_both_executors_tear_down_every_stage_they_set_up(executor, tmp_path, demo_videos):
+    from engine.executors.local import LocalExecutor
+    from engine.pipeline import Pipeline
+    from engine.probe import Probe
+    from engine.run import run_pipeline
+
+    folder, _ = demo_videos
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    from engine.scenes import SceneSplit
+
+    pipeline = Pipeline(name="t", source="<test>", stages=[Probe(), SceneSplit(), _Recorder(folder=str(marks))],
+                        text="")
+    if executor == "ray":
+        from engine.executors.ray_executor import RayExecutor
+
+        runner = RayExecutor(progress=False)
+    else:
+        runner = LocalExecutor(progress=False)
+    try:
+        run_pipeline(pipeline, str(folder), str(tmp_path / "out"), runner, on_error="raise")
+    finally:
+        if executor == "ray":
+            runner.shutdown()
+    setups = sorted(p.stem for p in marks.glob("*.setup"))
+    assert setups and setups == sorted(p.stem for p in marks.glob("*.teardown"))

@@ -45,7 +45,7 @@ stages:
   - stage: shard
     samples_per_shard: 2
 """
-BASE = {"min_clip_s": 2.0, "pairs": 4, "min_motion": 0.05, "caption_model": "tiny:qwen2_5_vl",
+BASE = {"min_clip_s": 2.0, "pairs": 4, "min_motion": 0.5, "caption_model": "tiny:qwen2_5_vl",
         "buckets": '["64x64"]'}
 CATEGORIZE = """  - stage: categorize
     model: tiny:llm
@@ -95,7 +95,7 @@ def base_run(tmp_path_factory, demo_videos) -> tuple[Path, Path, Path]:
 
 CASES = {
     # name: (pipeline changes, stages that must compute nothing, stages that must compute something)
-    "threshold_up": ({"min_motion": 0.5}, ("probe", "split", "score", "caption", "encode"), ("filter",)),
+    "threshold_up": ({"min_motion": 2.0}, ("probe", "split", "score", "caption", "encode"), ("filter",)),
     "threshold_down": ({"min_motion": 0.001}, ("probe", "split", "score"), ("filter", "caption", "encode")),
     "scorer_setting": ({"pairs": 3}, ("probe", "split"), ("score", "filter")),
     "caption_model": ({"caption_model": "tiny:qwen2_vl"}, ("probe", "split", "score", "filter"), ("caption", "encode")),
@@ -150,7 +150,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing_force_and_from_recompute(bas
     inputs, base, root = base_run
     out = tmp_path / "out"
     shutil.copytree(base, out)
-    changed = write_pipeline(tmp_path, "changed", min_motion=0.5)
+    changed = write_pipeline(tmp_path, "changed", min_motion=2.0)
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     assert main(["run", str(changed), "--input", str(inputs), "--output", str(out), "--dry-run",
                  "--no-progress"]) == 0
@@ -250,3 +250,24 @@ def test_encode_before_caption_is_rejected(tmp_path):
     with pytest.raises(PipelineError) as raised:
         parse_pipeline(swapped, check_models=False)
     assert "'caption'" in str(raised.value) and "move encode after caption" in str(raised.value)
+
+
+def test_readers_see_the_last_complete_generation_and_refuse_a_half_committed_one(base_run, tmp_path, capsys):
+    from engine import generation
+
+    _, base, _ = base_run
+    out = tmp_path / "out"
+    shutil.copytree(base, out)
+    committed = json.loads((out / "run.json").read_text())
+    assert committed["generation"] >= 1 and not (out / "_state" / "in_progress.json").exists()
+    marker = generation.begin(str(out), "later-run")
+    assert marker["generation"] == committed["generation"] + 1
+    assert main(["inspect", str(out)]) == 0  # still working: the previous generation is whole
+    assert "in progress or was interrupted" in " ".join(capsys.readouterr().err.split())
+    generation.set_phase(str(out), marker, generation.COMMITTING)
+    for command in (["inspect", str(out)], ["verify", str(out)]):
+        assert main(command) == 2, command
+        assert "interrupted while replacing the outputs" in " ".join(capsys.readouterr().err.split())
+    assert main(["report", str(out)]) == 2  # says so through the log
+    generation.finish(str(out))
+    assert main(["inspect", str(out)]) == 0
