@@ -15,6 +15,8 @@ import av
 import cv2
 import numpy as np
 
+from engine.synthetic import transition_frames
+
 
 @dataclass(kw_only=True, slots=True)
 class Shot:
@@ -109,12 +111,7 @@ def make_shots(path: str | Path, shots: list[Shot], joins: list[Join], width: in
                 del out[-n:]
                 truth.shots[-1][1] -= n
                 first = len(out)
-                for j in range(n):
-                    a = (j + 1) / (n + 1)
-                    prev, nxt = tail[j].astype(np.float32), frames[j].astype(np.float32)
-                    mix = (1 - a) * prev + a * nxt if join.kind == "dissolve" else (
-                        prev * max(0.0, 1 - 2 * a) + nxt * max(0.0, 2 * a - 1))
-                    out.append(mix.clip(0, 255).astype(np.uint8))
+                out.extend(transition_frames(tail, frames[:n], join.kind))
                 truth.gradual.append([first, len(out) - 1])
                 frames = frames[n:]
             start = len(out)

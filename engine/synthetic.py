@@ -89,6 +89,21 @@ def _render_scene(scene: Scene, width: int, height: int) -> tuple[list[np.ndarra
     return frames, box
 
 
+def transition_frames(tail: list[np.ndarray], head: list[np.ndarray], kind: str) -> list[np.ndarray]:
+    """The frames of a cross-dissolve (``kind == "dissolve"``) or a fade through black that replace the last
+    frames of one shot (``tail``) and the first of the next (``head``, as many)."""
+    out = []
+    for j, (prev, nxt) in enumerate(zip(tail, head)):
+        a = (j + 1) / (len(tail) + 1)
+        prev, nxt = prev.astype(np.float32), nxt.astype(np.float32)
+        if kind == "dissolve":
+            mix = (1 - a) * prev + a * nxt
+        else:  # through black: out over the first half, in over the second
+            mix = prev * max(0.0, 1 - 2 * a) + nxt * max(0.0, 2 * a - 1)
+        out.append(mix.clip(0, 255).astype(np.uint8))
+    return out
+
+
 def make_video(path: str | Path, scenes: list[Scene], transitions: list[Transition], width: int = 320,
                height: int = 180, fps: int = 25, codec: str = "libx264", crf: int = 20) -> GroundTruth:
     """Render and encode the video; return where its cuts and transitions are."""
@@ -110,14 +125,7 @@ def make_video(path: str | Path, scenes: list[Scene], transitions: list[Transiti
                 del out[-n:]
                 truth.shots[-1][1] -= n
                 first = len(out)
-                for j in range(n):
-                    a = (j + 1) / (n + 1)
-                    prev, nxt = tail[j].astype(np.float32), frames[j].astype(np.float32)
-                    if tr.kind == "dissolve":
-                        mix = (1 - a) * prev + a * nxt
-                    else:  # through black: out over the first half, in over the second
-                        mix = prev * max(0.0, 1 - 2 * a) + nxt * max(0.0, 2 * a - 1)
-                    out.append(mix.clip(0, 255).astype(np.uint8))
+                out.extend(transition_frames(tail, frames[:n], tr.kind))
                 truth.gradual.append([first, len(out) - 1])
                 frames = frames[n:]
             else:
