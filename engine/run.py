@@ -30,7 +30,7 @@ from engine.io import VIDEO_EXTENSIONS, InputError, _http_cause, _protocol, chec
 from engine.manifest import Manifest, error_counts
 from engine.pipeline import Pipeline
 from engine.results import PENDING, Plan, ResultStore, make_plan, prune, settings, stage_fingerprints, store_name
-from engine.stage import BASE_COLUMNS, ERROR, OK, RunContext, conform, describe, error_fields
+from engine.stage import BASE_COLUMNS, ERROR, OK, RunContext, describe, error_fields
 
 log = logging.getLogger(__name__)
 
