@@ -313,7 +313,9 @@ def test_sigkill_before_and_after_the_barrier_then_rerun(family, result, tmp_pat
                                 env={**os.environ, "PYTHONPATH": str(repo)}, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
 
-    for where, pattern in (("before", "_state/parts/*.parquet"), ("after", "_state/parts-after-*/*.parquet")):
+    # Stored results of a stage before the barrier and of the one after it (engine.results).
+    for where, pattern in (("before", "_state/results/clip_score-*/*.parquet"),
+                           ("after", "_state/results/write_clips-*/*.parquet")):
         out = tmp_path / where
         proc = vde(out)
         deadline = time.time() + 300
