@@ -54,8 +54,9 @@ class DetectorConfig:
     threshold: float = 0.0  # detector threshold; 0 = that detector's default (transnetv2: 0.5)
     device: str = "auto"  # transnetv2: auto (cuda when visible) | cpu | cuda | cuda:N
     batch_windows: int = 0  # transnetv2: windows per forward pass; 0 = 8 on a GPU, 1 on a CPU (~170 MB each)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # transnetv2: auto = bf16 where the hardware has it
-    gate_threshold: float = 2.7  # transnetv2: windows that never leave this content score skip the net; 0 = off
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # transnetv2: auto = bf16 on a GPU, fp32 on a CPU
+    runtime: Literal["auto", "onnx", "torch"] = "auto"  # transnetv2: auto = ONNX Runtime for fp32 on a CPU, else torch
+    gate_threshold: float = 15.0  # transnetv2: windows whose 25-frame content change stays below skip the net; 0 = off
     min_scene_frames: int = 8  # cuts closer than this to the previous one are ignored
     gradual: bool = True  # find fades and dissolves
     gradual_low: float = 0.4  # mean |frame difference| (0-255) that may start a gradual transition
@@ -157,7 +158,7 @@ def _detect_transnet(path: str, cfg: DetectorConfig) -> Transitions:
     from engine.transnet import StreamingTransNet
 
     net = StreamingTransNet(device=cfg.device, batch_windows=cfg.batch_windows, precision=cfg.precision,
-                            gate_threshold=cfg.gate_threshold)
+                            gate_threshold=cfg.gate_threshold, runtime=cfg.runtime)
     with _open(path, cfg) as (container, stream):
         time_base = float(stream.time_base or 1)
         fps = float(stream.average_rate or stream.guessed_rate or 25)
@@ -420,6 +421,9 @@ class SceneSplit(Stage, DetectorConfig):
                                 "(or 0 for its default, 0.5)")
             if self.batch_windows < 0 or self.gate_threshold < 0:
                 problems.append("need 'batch_windows' >= 0 (0 = auto) and 'gate_threshold' >= 0 (0 turns the gate off)")
+            if self.runtime == "onnx" and (self.device.startswith("cuda") or self.precision not in ("auto", "fp32")):
+                problems.append("'runtime: onnx' runs fp32 on the CPU: set 'device: cpu' and 'precision: fp32' "
+                                "(or 'runtime: torch')")
             from engine.models import device_problems
 
             problems += device_problems(self.device)
