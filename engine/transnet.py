@@ -148,7 +148,7 @@ class _Probabilities:
                 self.net = net
 
             def forward(self, frames):
-                one_hot, extra = self.net(frames)
+                one_hot, extra = load_network(self.device)(frames)
                 return torch.sigmoid(one_hot[..., 0]), torch.sigmoid(extra["many_hot"][..., 0])
 
         return Module()
@@ -215,14 +215,8 @@ class StreamingTransNet:
         if runtime == "onnx" and (self.device != "cpu" or self.precision != "fp32"):
             raise ValueError("runtime 'onnx' runs fp32 on the CPU: set device: cpu and precision: fp32 (or auto)")
         self.runtime = runtime
-        if runtime == "onnx":
-            self.session = onnx_session(threads)
-        else:
-            import torch
-
-            if self.device == "cpu" and threads > 0:
-                torch.set_num_threads(threads)
-            self.net = load_network(self.device)
+        self.threads = threads
+        _package_dir()  # a missing package is one clear error now, not at the first window that moves
         # A CPU gains nothing from batching (its cores are busy with one window) and each window holds
         # ~170 MB of activations; a GPU needs several windows to be busy.
         self.batch_windows = batch_windows or (8 if self.device.startswith("cuda") else 1)
@@ -292,15 +286,18 @@ class StreamingTransNet:
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         """``[2, B, WINDOW]`` one-hot and many-hot probabilities of a ``[B, WINDOW, 27, 48, 3]`` uint8 batch."""
+        # The runtime loads at the first window that needs it: a still video never pays for it.
         if self.runtime == "onnx":
-            return np.stack(self.session.run(None, {"frames": batch}))
+            return np.stack(onnx_session(self.threads).run(None, {"frames": batch}))
         import torch
 
+        if self.device == "cpu" and self.threads > 0:
+            torch.set_num_threads(self.threads)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         frames = torch.from_numpy(batch).to(self.device, non_blocking=True)
         with torch.inference_mode(), torch.autocast(self.device.split(":")[0], dtype=dtype or torch.bfloat16,
                                                     enabled=dtype is not None):
-            one_hot, extra = self.net(frames)
+            one_hot, extra = load_network(self.device)(frames)
             probs = torch.sigmoid(torch.stack([one_hot[..., 0], extra["many_hot"][..., 0]]).float())
         return probs.cpu().numpy()
 
