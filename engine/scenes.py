@@ -405,6 +405,7 @@ class SceneSplit(Stage, DetectorConfig):
     min_clip_frames: int = 16  # and at least this many frames (a 20-frame stride-3 sample needs more)
     trim_s: float = 0.0  # seconds dropped at both ends of every shot (Cosmos crops 0.25 s each side)
     batch_size: int = 1
+    parallel_videos: int = 1  # videos of a batch split at once (threads: decoding releases the GIL); a GPU host wants 8
 
     def check(self) -> list[str]:
         problems = []
@@ -413,6 +414,8 @@ class SceneSplit(Stage, DetectorConfig):
         if self.max_clip_s and self.max_clip_s < 2 * self.min_clip_s:
             problems.append(f"'max_clip_s' ({self.max_clip_s}) must be at least twice 'min_clip_s' "
                             f"({self.min_clip_s}) so that chunks of long shots are never too short")
+        if self.parallel_videos < 1:
+            problems.append(f"'parallel_videos' ({self.parallel_videos}) must be >= 1")
         if self.gradual_low <= 0 or self.gradual_high <= self.gradual_low:
             problems.append("need 0 < 'gradual_low' < 'gradual_high'")
         if self.detector == "transnetv2":
@@ -430,7 +433,7 @@ class SceneSplit(Stage, DetectorConfig):
         return problems
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
-        return map_rows(batch, self.name, self._split)
+        return map_rows(batch, self.name, self._split, threads=self.parallel_videos)
 
     def _split(self, row: dict) -> list[dict]:
         try:

@@ -84,3 +84,29 @@ def test_gate_changes_no_event_on_any_file(tmp_path, shared_videos):
         if path.name in ("traffic_camera.mp4", "smpte-2997.mp4"):
             assert gated.gated_windows == gated.windows, path.name
     assert gated_total >= 10
+
+
+def test_parallel_videos_give_the_rows_of_one_at_a_time(tmp_path):
+    """Three videos split at once in threads (one broken) give exactly the rows of a one-at-a-time split,
+    in order, the broken one an error row naming the cause."""
+    import pyarrow as pa
+
+    from engine.scenes import SceneSplit
+
+    uris = []
+    for k in range(2):
+        path = tmp_path / f"v{k}.mp4"
+        make_shots(path, [Shot(frames=45, seed=50 + k, motion="pan"), Shot(frames=30 + 10 * k, seed=60 + k)],
+                   [Join(kind="cut")])
+        uris.append(str(path))
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video" * 100)
+    uris.insert(1, str(broken))
+    batch = pa.Table.from_pylist([{"uri": u, "video_id": f"id{k}"} for k, u in enumerate(uris)])
+    one = SceneSplit(min_clip_s=0.5, max_clip_s=1.0, min_clip_frames=8).process_batch(batch).to_pylist()
+    three = SceneSplit(min_clip_s=0.5, max_clip_s=1.0, min_clip_frames=8, parallel_videos=3).process_batch(batch)
+    assert three.to_pylist() == one
+    assert [r["scene_cuts"] for r in one if r["video_id"] == "id0"][0] == [45]
+    assert [r["scene_cuts"] for r in one if r["video_id"] == "id2"][0] == [45]
+    errors = [r for r in one if r.get("status") == "error"]
+    assert len(errors) == 1 and errors[0]["video_id"] == "id1" and "cannot open" in errors[0]["error"]
