@@ -107,7 +107,7 @@ def worker(detector: str, paths: list[str], parallel: int = 1) -> None:
 
     from engine.scenes import DetectorConfig, detect_transitions, plan_clips
 
-    cfg = DetectorConfig(detector=detector)
+    cfg = DetectorConfig(detector=detector, parallel_videos=max(1, parallel))
 
     def one(path: str) -> str:
         try:

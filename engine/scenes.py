@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -65,7 +66,8 @@ class DetectorConfig:
     blend_tolerance: float = 0.35  # max residual of the blend fit, relative to the endpoint difference
     solid_std: float = 2.5  # luma standard deviation below which a frame is solid (one flat colour)
     dark_std: float = 6.0  # a near-black or near-white frame counts as solid below this deviation
-    decode_threads: int = 0  # FFmpeg decoder threads per video; 0 = one per core (1 when videos run in parallel)
+    decode_threads: int = 0  # FFmpeg decoder threads per video; 0 = the cores shared among parallel_videos
+    parallel_videos: int = 1  # videos of a batch split at once (threads: decoding releases the GIL); a GPU host wants 8
 
 
 def _make_detector(cfg: DetectorConfig, fps: float):
@@ -197,7 +199,7 @@ class _open:
             raise VideoError("no video stream")
         stream = self.container.streams.video[0]
         stream.thread_type = "AUTO"
-        stream.codec_context.thread_count = cfg.decode_threads
+        stream.codec_context.thread_count = cfg.decode_threads or max(1, (os.cpu_count() or 1) // cfg.parallel_videos)
         # Detectors look at small frames, where deblocking changes nothing; skipping it decodes H.264
         # about 1.4x faster (bench/bench_split.py).
         stream.codec_context.options = {"skip_loop_filter": "all"}
@@ -405,7 +407,6 @@ class SceneSplit(Stage, DetectorConfig):
     min_clip_frames: int = 16  # and at least this many frames (a 20-frame stride-3 sample needs more)
     trim_s: float = 0.0  # seconds dropped at both ends of every shot (Cosmos crops 0.25 s each side)
     batch_size: int = 1
-    parallel_videos: int = 1  # videos of a batch split at once (threads: decoding releases the GIL); a GPU host wants 8
 
     def check(self) -> list[str]:
         problems = []
