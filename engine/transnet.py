@@ -164,7 +164,7 @@ class _Probabilities:
                 self.net = net
 
             def forward(self, frames):
-                one_hot, extra = load_network(self.device)(frames)
+                one_hot, extra = self.net(frames)
                 return torch.sigmoid(one_hot[..., 0]), torch.sigmoid(extra["many_hot"][..., 0])
 
         return Module()
