@@ -108,7 +108,7 @@ def _once(fn):
         with _LOAD_LOCK:
             return cached(*args)
 
-    locked.__wrapped__ = fn
+    locked.__wrapped__, locked.cache_clear = fn, cached.cache_clear
     return locked
 
 
