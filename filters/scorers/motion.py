@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from filters.scorer import NAN, ClipSample, Column, Declaration, Scorer, Threshold
-from filters.scorers.camera import LOW_CONTRAST, MOVING_CAMERA, mean_gradient, motion_flows, stretch_contrast  # noqa: F401
+from filters.scorers.camera import motion_flows
 
 PX = "px/frame at 320 px width"
 
