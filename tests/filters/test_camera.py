@@ -190,3 +190,16 @@ def test_pan_with_shake_on_top(drift: float, offset, move: str) -> None:
     assert out["camera_move"] == move, out
     if move == "pan_right":
         assert out["camera_speed"] == pytest.approx(drift, rel=0.3)
+
+
+def test_max_camera_jitter_rule_drops_the_shaky_clip() -> None:
+    import pyarrow as pa
+
+    from filters.filter import Filter
+
+    shaky = Camera().measure(_handheld(_sway(2.0, 2.0)))
+    tripod = Camera().measure(_handheld(_still))
+    rows = pa.Table.from_pylist([{"clip_id": "shaky", **shaky}, {"clip_id": "tripod", **tripod}])
+    out = {r["clip_id"]: r for r in Filter(max_camera_jitter=0.3).process_batch(rows).to_pylist()}
+    assert out["tripod"]["keep"] and not out["shaky"]["keep"]
+    assert out["shaky"]["drop_reason"].startswith("camera_jitter ") and "> max_camera_jitter 0.3" in out["shaky"]["drop_reason"]
