@@ -29,11 +29,11 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
-from filters.scorer import NAN, ClipSample, Column, Declaration, Scorer, Threshold, dense_flow
+from filters.scorer import FLOW_UNIT, NAN, ClipSample, Column, Declaration, Scorer, Threshold, dense_flow
 
 MOVES = ("static", "pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out", "rotate", "shake",
          "complex")
-PX = "px/frame at 320 px width"
+PX = FLOW_UNIT
 LOW_CONTRAST = 3.0  # mean |gradient| below which Farneback under-reads motion
 MOVING_CAMERA = 0.25  # px/frame of camera flow from which a low-contrast pair is stretched
 LK = dict(winSize=(21, 21), maxLevel=3, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
