@@ -203,3 +203,37 @@ def test_max_camera_jitter_rule_drops_the_shaky_clip() -> None:
     out = {r["clip_id"]: r for r in Filter(max_camera_jitter=0.3).process_batch(rows).to_pylist()}
     assert out["tripod"]["keep"] and not out["shaky"]["keep"]
     assert out["shaky"]["drop_reason"].startswith("camera_jitter ") and "> max_camera_jitter 0.3" in out["shaky"]["drop_reason"]
+
+
+def _shaken(frames: np.ndarray, indices: list[int], offset) -> np.ndarray:
+    """Real frames moved as a hand holding the camera at ``offset(t)`` would move them."""
+    out = []
+    for frame, t in zip(frames, indices):
+        move = np.array([[1.0, 0, offset(t)[0]], [0, 1.0, offset(t)[1]]])
+        out.append(cv2.warpAffine(frame, move, (frame.shape[1], frame.shape[0]), flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REFLECT))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("name,start,end", [("traffic_camera.mp4", 0, 576), ("mmaction2-test.avi", 0, 164)])
+def test_real_static_footage_shaken_by_a_known_hand(shared_videos, ground_truth, name: str, start: int,
+                                                    end: int) -> None:
+    """Static cameras of the shared set (cars pass; a person fills half the frame), sampled as the score
+    stage samples them: static as they are, shake once moved by a known handheld sway (2 px at 2 Hz)."""
+    from engine.video import open_video
+    from filters.scorer import pair_anchors, width_size
+
+    assert "static" in ground_truth[name]["ground_truth"]["camera"]
+    reader = open_video(str(shared_videos / name))
+    indices = sorted({i for a in pair_anchors(start, end, 32) for i in (a, a + 1)})
+    probe = reader.get_frames([start])
+    frames = reader.get_frames(indices, size=width_size(probe.shape[2], probe.shape[1], W))
+
+    def measure(pixels: np.ndarray) -> dict:
+        return Camera().measure(ClipSample(frames=pixels, indices=[i - start for i in indices], length=end - start,
+                                           display_w=pixels.shape[2], display_h=pixels.shape[1]))
+
+    still = measure(frames)
+    assert still["camera_move"] == "static" and still["camera_jitter"] < 0.3
+    shaky = measure(_shaken(frames, indices, _sway(2.0, 2.0)))
+    assert shaky["camera_move"] == "shake" and shaky["camera_jitter"] > 0.3
