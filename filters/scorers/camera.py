@@ -208,13 +208,13 @@ class Camera(Scorer):
         "camera_move": Column(pa.string(), "", "one of " + ", ".join(MOVES)),
         "camera_speed": Column(pa.float64(), PX, "mean |flow| of the fitted camera model, over pairs"),
         "camera_jitter": Column(pa.float64(), PX, "RMS over pairs of the camera motion about its mean: "
-                                "handheld shake (a tripod ~0, shake >~0.3)"),
+                                "handheld shake (a tripod ~0; a big object crossing a still shot ~0.3)"),
         "object_motion": Column(pa.float64(), PX, "mean |flow| left once the camera's motion is removed"),
     }, thresholds={
         "max_camera_motion": Threshold("camera_motion", "<=", float | None, f"|median flow|, {PX}"),
         "max_camera_speed": Threshold("camera_speed", "<=", float | None, f"camera model flow, {PX}"),
         "max_camera_jitter": Threshold("camera_jitter", "<=", float | None,
-                                       f"camera shake about its mean motion, {PX}; ~0 tripod, > 0.3 handheld"),
+                                       f"camera shake about its mean motion, {PX}; ~0 tripod, 0.4-0.8 gentle handheld"),
         "min_object_motion": Threshold("object_motion", ">=", float | None,
                                        f"scene motion after removing the camera's, {PX}"),
         "camera_moves": Threshold("camera_move", "in", list[str] | None,
