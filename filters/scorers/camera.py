@@ -11,8 +11,9 @@ moves in the scene: ``object_motion``.
 The clip's class, from the pairs' models (speeds in px/frame at 320 px wide):
 - ``static``: the median pair's camera flow is below ``static_px``;
 - ``shake``: the pairs' camera motions scatter about their mean (``camera_jitter``, RMS) more than the mean
-  itself is long (handheld jitter, no steady direction); a pan with shake on top is a pan while its drift
-  dominates the jitter;
+  itself is long (handheld jitter, no steady direction), and back and forth from one pair to the next (a
+  camera that turns one way, then smoothly the other, is ``complex``); a pan with shake on top is a pan
+  while its drift dominates the jitter;
 - else the component that explains most of the mean motion, when it explains at least ``dominant`` of it:
   ``pan_left``/``pan_right`` (horizontal), ``tilt_up``/``tilt_down`` (vertical), ``zoom_in``/``zoom_out``
   (scale), ``rotate`` (roll); otherwise ``complex``.
@@ -56,6 +57,7 @@ MIN_AGREE = 0.4  # share of the tracked points that must fit the camera model
 RANSAC_PX = 1.0  # px: a track within this of the model agrees with it
 PREFER_STILL = 0.9  # the still camera wins when it explains this share of the model's agreeing tracks
 STILL_PX = 0.15  # px: the finest tolerance the still-camera test uses (track noise on compressed footage)
+SMOOTH = 0.25  # pair-to-pair change / jitter below which a wandering camera turns smoothly: complex, not shake
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
@@ -164,14 +166,18 @@ def mean_reach(width: int, height: int) -> float:
     return float(np.hypot(xs - width / 2, ys - height / 2).mean())
 
 
-def camera_path(models: list[PairModel], width: int, height: int) -> tuple[np.ndarray, float]:
-    """The clip's steady camera motion and its jitter, from its pairs' models: each pair as the vector
-    (pan, tilt, zoom, roll) in px/frame at the frame (zoom and roll times the mean reach), then their mean
-    (the drift the camera keeps) and the RMS distance of the pairs from that mean (what shakes about it)."""
-    if not models:
-        return np.zeros(4), 0.0
+def camera_vectors(models: list[PairModel], width: int, height: int) -> np.ndarray:
+    """``[pairs, 4]``: each pair's camera motion as (pan, tilt, zoom, roll) in px/frame at the frame (zoom and
+    roll times the mean reach), in clip order."""
     reach = mean_reach(width, height)
-    vectors = np.array([[m.tx, m.ty, m.zoom * reach, m.rot * reach] for m in models])
+    return np.array([[m.tx, m.ty, m.zoom * reach, m.rot * reach] for m in models]).reshape(-1, 4)
+
+
+def camera_path(vectors: np.ndarray) -> tuple[np.ndarray, float]:
+    """The mean of the pairs' camera vectors (the drift the camera keeps) and the RMS distance of the pairs
+    from it (what shakes about it: ``camera_jitter``)."""
+    if not len(vectors):
+        return np.zeros(4), 0.0
     mean = vectors.mean(axis=0)
     return mean, float(np.sqrt(((vectors - mean) ** 2).sum(axis=1).mean()))
 
@@ -183,9 +189,14 @@ def classify(models: list[PairModel], width: int, height: int, static_px: float 
         return "static"
     if float(np.median([m.speed for m in models])) < static_px:  # a few pairs fooled by a big object do not count
         return "static"
-    mean, jitter = camera_path(models, width, height)
+    vectors = camera_vectors(models, width, height)
+    mean, jitter = camera_path(vectors)
     if jitter > float(np.linalg.norm(mean)):  # a pan with shake on top stays a pan while its drift dominates
-        return "shake"
+        # Shake goes back and forth faster than the pairs follow it: neighbouring pairs differ about as much
+        # as any two do. A camera that turns one way and then slowly the other (a track following a
+        # subject) changes little from one pair to the next.
+        step = float(np.sqrt((np.diff(vectors, axis=0) ** 2).sum(axis=1).mean() / 2)) if len(vectors) > 1 else 0.0
+        return "shake" if step >= SMOOTH * jitter else "complex"
     pan, tilt, zoom, roll = np.abs(mean)
     parts = {"pan": pan, "tilt": tilt, "zoom": zoom, "rotate": roll}
     kind = max(parts, key=parts.get)
@@ -242,5 +253,5 @@ class Camera(Scorer):
         return {"camera_motion": float(np.mean(medians)), "camera_move": classify(models, w, h, self.static_px,
                                                                                     self.dominant),
                 "camera_speed": float(np.mean([m.speed for m in models])),
-                "camera_jitter": camera_path(models, w, h)[1],
+                "camera_jitter": camera_path(camera_vectors(models, w, h))[1],
                 "object_motion": float(np.nanmean(objects)) if not all(map(math.isnan, objects)) else NAN}

@@ -192,6 +192,19 @@ def test_pan_with_shake_on_top(drift: float, offset, move: str) -> None:
         assert out["camera_speed"] == pytest.approx(drift, rel=0.3)
 
 
+@pytest.mark.parametrize("cycles,move", [(0.5, "complex"), (1.0, "complex"), (4.0, "shake")],
+                         ids=["one way then back", "out and back", "four times back and forth"])
+def test_a_camera_that_turns_back_smoothly_is_complex_not_shake(cycles: float, move: str) -> None:
+    """The picture slides at up to 2.5 px/frame one way, slows and slides back, ``cycles`` times over a
+    64-frame clip sampled as the stage samples it (32 pairs): a track following a subject when slow, shake
+    when it goes back and forth faster than the pairs follow it; both scatter about their mean alike."""
+    speed = lambda t: 2.5 * math.cos(2 * math.pi * cycles * t / 64)  # noqa: E731
+    position = np.concatenate([[0.0], np.cumsum([speed(t) for t in range(80)])])
+    out = Camera().measure(_handheld(lambda t: (position[t], 0.0), pairs=32, gap=2))
+    assert out["camera_move"] == move, out
+    assert out["camera_jitter"] > 1.0
+
+
 def test_max_camera_jitter_rule_drops_the_shaky_clip() -> None:
     import pyarrow as pa
 
