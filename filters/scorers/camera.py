@@ -5,8 +5,9 @@ pyramidal Lucas-Kanade (forward and back: a point without texture, or whose trac
 dropped; a grid, unlike the strongest corners, covers the frame evenly, low-contrast texture too), then a
 similarity (translation, rotation, uniform scale) fitted to them with RANSAC: the camera's share of the
 motion, unless the still camera explains the tracks about as well at the model's own precision (so the
-sub-pixel per-frame motion of handheld shake or a slow pan is kept, track noise is not). The second frame is warped back by that model and the Farneback flow of the aligned pair is what
-moves in the scene: ``object_motion``.
+sub-pixel per-frame motion of handheld shake or a slow pan is kept, track noise is not). The second frame
+is warped back by that model and the Farneback flow of the aligned pair is what moves in the scene:
+``object_motion``.
 
 The clip's class, from the pairs' models (speeds in px/frame at 320 px wide):
 - ``static``: the median pair's camera flow is below ``static_px``;
