@@ -174,3 +174,22 @@ def test_ray_metrics_match_the_sleeps(inputs, tmp_path):
     assert metrics["stages"]["talk"]["tokens"] == tokens
     nap = metrics["stages"]["nap"]
     assert nap["queue_unit"] == "blocks" and nap["queue_depth_max"] >= 1  # the input blocks wait at the first stage
+
+
+def test_inspect_prints_the_metrics_of_the_run(inputs, tmp_path, capsys, monkeypatch):
+    from engine import cli
+
+    folder, _ = inputs
+    out = tmp_path / "out"
+    metrics = _run(folder, out, LocalExecutor(progress=False))
+    capsys.readouterr()
+    assert cli.main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().err
+    lines = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+             for line in text.splitlines() if line.count("│") == 10}
+    for name, m in metrics["stages"].items():
+        assert lines[name] == [f"{m['rows_in']:,}", f"{m['rows_out']:,}", "1", f"{m['rows_per_s']:,.1f}",
+                               f"{100 * m['busy_fraction']:.0f}%", f"{m['wait_s']:,.2f}",
+                               f"{m['queue_depth_mean']:,.1f}/{m['queue_depth_max']:,}",
+                               f"{m['tokens_per_s']:,.1f}" if name == "talk" else ""], (name, text)
+    assert "mean/max rows waiting at its input" in " ".join(text.split())
