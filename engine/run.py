@@ -147,6 +147,10 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
         return _summary(videos, videos.slice(0, 0), videos.slice(0, 0), {}, {}, plan, changes, started, output)
 
     run_id = uuid.uuid4().hex[:12]
+    meter = getattr(executor, "metrics", None)  # engine.metrics.RunMeter: this run's numbers only
+    if meter is not None:
+        meter.clear()
+        meter.expect(names)
     marker = generation.begin(output, run_id)
     ids.save()
     # Results of other fingerprints describe files the current stages rewrite in place: drop them.
@@ -196,7 +200,11 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
                 clips = manifest.add_clip_columns(clips, added)
     summary = _summary(videos, video_table, clips, stage_seconds, {n: stage_rows.get(n, 0) for n in names}, plan,
                        changes, started, output)
-    _write_run_file(manifest, pipeline, fingerprints, inputs, executor, summary, started, marker)
+    metrics = None
+    if meter is not None:
+        generates = {s.name for s in stages if s.generates_tokens}
+        metrics = meter.summary(time.time() - started, generates.__contains__)
+    _write_run_file(manifest, pipeline, fingerprints, inputs, executor, summary, started, marker, metrics)
     generation.finish(output)
     return summary
 
@@ -239,7 +247,7 @@ def _shot_drops(videos: pa.Table, clips: pa.Table) -> dict:
 
 
 def _write_run_file(manifest: Manifest, pipeline: Pipeline, fingerprints: list[str], inputs: str, executor,
-                    summary: RunSummary, started: float, marker: dict) -> None:
+                    summary: RunSummary, started: float, marker: dict, metrics: dict | None = None) -> None:
     """The generation record, written last: its rename is the commit."""
     history = []
     if manifest.exists(RUN_FILE):
@@ -262,5 +270,6 @@ def _write_run_file(manifest: Manifest, pipeline: Pipeline, fingerprints: list[s
         "finished": datetime.now(timezone.utc).isoformat(),
         "versions": versions(),
         "summary": asdict(summary),
+        "metrics": metrics,  # per-stage throughput, busy fraction, queue depth (engine.metrics); this run only
         "history": history[-20:],
     })
