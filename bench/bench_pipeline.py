@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -234,14 +235,27 @@ def run_bench(args: argparse.Namespace) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     log = open(work / "run.log", "w")
     begun = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     sampler = Sampler(proc.pid, args.interval)
     sampler.start()
-    rc = proc.wait()
+    try:
+        rc = proc.wait(timeout=args.limit_s)
+    except subprocess.TimeoutExpired:  # stop the run (driver, raylet, workers: one process group)
+        os.killpg(proc.pid, signal.SIGKILL)
+        rc = proc.wait()
     wall = time.monotonic() - begun
     sampler.stop.set()
     sampler.join()
     log.close()
+    machine = {"gpus": sampler.gpus, "gpu": gpu_summary(sampler.gpu),
+               "cpu": {"cores": os.cpu_count(), "util_mean_pct": _stats(sampler.cpu)["mean"],
+                       "util_peak_pct": _stats(sampler.cpu)["peak"]},
+               "host_rss_peak_mb": round(sampler.rss_peak / 2**20), "samples_every_s": args.interval}
+    if args.limit_s and wall >= args.limit_s:  # what the machine did is still worth having
+        return {"bench": "pipeline", "tiny": bool(args.tiny), "finished": False, "pipeline": spec["name"],
+                "overrides": overrides, "limit_s": args.limit_s, "wall_s": round(wall, 1),
+                "footage_video_hours": round(footage_seconds / 3600, 4) if footage_seconds is not None else None,
+                **machine}
     if rc not in (0, 1):  # 1: some videos failed, which a run records and goes on from
         tail = (work / "run.log").read_text()[-3000:]
         raise SystemExit(f"vde run exited {rc}:\n{tail}")
@@ -252,21 +266,17 @@ def run_bench(args: argparse.Namespace) -> dict:
     gpus = sampler.gpus
     hours = counts["input_seconds"] / 3600
     return {
-        "bench": "pipeline", "tiny": bool(args.tiny), "pipeline": spec["name"], "overrides": overrides,
-        "videos": counts["videos"], "input_video_hours": round(hours, 4),
+        "bench": "pipeline", "tiny": bool(args.tiny), "finished": True, "pipeline": spec["name"],
+        "overrides": overrides, "videos": counts["videos"], "input_video_hours": round(hours, 4),
         "footage_video_hours": round(footage_seconds / 3600, 4) if footage_seconds is not None else None,
-        "wall_s": round(wall, 1), "run_wall_s": round(run_wall, 1), "gpus": gpus,
+        "wall_s": round(wall, 1), "run_wall_s": round(run_wall, 1),
         "video_hours_per_gpu_hour": round(hours / (wall / 3600 * gpus), 3) if gpus else None,
         "video_hours_per_hour": round(hours / (wall / 3600), 3),
         "clips": counts["clips"],
         "clips_per_s": {k: round(v / wall, 3) for k, v in counts["clips"].items()},
-        "errors": {"videos": run["summary"]["videos_error"], "clips": run["summary"]["clips_error"]},
-        "stages": stages, "waits": waits,
-        "gpu": gpu_summary(sampler.gpu),
-        "cpu": {"cores": os.cpu_count(), "util_mean_pct": _stats(sampler.cpu)["mean"],
-                "util_peak_pct": _stats(sampler.cpu)["peak"]},
-        "host_rss_peak_mb": round(sampler.rss_peak / 2**20),
-        "samples_every_s": args.interval,
+        "errors": {"videos": run["summary"]["videos_error"], "clips": run["summary"]["clips_error"],
+                   "by_cause": run["summary"].get("errors_by_cause", {})},
+        "stages": stages, "waits": waits, **machine,
     }
 
 
@@ -282,6 +292,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE",
                         help="override a stage setting in the benchmark's pipeline copy (VALUE is YAML)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
+    parser.add_argument("--limit-s", type=float, default=None,
+                        help="stop the run after this long and report what the machine did (finished: false)")
     args = parser.parse_args(argv)
     if not args.tiny and not args.models:
         parser.error("give --models (bench/real_size_models.py) or --tiny")

@@ -62,3 +62,18 @@ def test_counts_are_consistent_with_the_footage(tiny_result):
     assert result["stages"]["caption"]["busy_s"] > 0
     assert result["video_hours_per_hour"] == pytest.approx(result["input_video_hours"] * 3600 / result["wall_s"],
                                                            rel=0.01)
+
+
+@pytest.mark.slow
+def test_a_run_stopped_at_its_limit_still_reports_the_machine(tmp_path):
+    import psutil
+
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_pipeline.py"), "--tiny", "--work",
+                           str(tmp_path), "--limit-s", "6"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["finished"] is False and 6 <= result["wall_s"] < 60
+    assert result["cpu"]["util_mean_pct"] is not None and result["host_rss_peak_mb"] > 0 and "gpu" in result
+    work = str(tmp_path)
+    left = [p for p in psutil.process_iter(["cmdline"]) if any(work in part for part in p.info["cmdline"] or [])]
+    assert not left  # the driver and everything it started are gone
