@@ -241,7 +241,15 @@ def run_bench(args: argparse.Namespace) -> dict:
     try:
         rc = proc.wait(timeout=args.limit_s)
     except subprocess.TimeoutExpired:  # stop the run (driver, raylet, workers: one process group)
+        import psutil
+
+        started = psutil.Process(proc.pid).children(recursive=True)  # Ray workers sit in groups of their own
         os.killpg(proc.pid, signal.SIGKILL)
+        for child in started:
+            try:
+                child.kill()
+            except psutil.Error:
+                pass
         rc = proc.wait()
     wall = time.monotonic() - begun
     sampler.stop.set()
