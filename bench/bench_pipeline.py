@@ -14,9 +14,18 @@ The last line printed is one JSON object:
   gpu {sm_util_mean, sm_util_p50, sm_util_steady_mean, mem_peak_mb, samples [[t, sm%, mem MB]]},
   cpu {util_mean_pct, util_peak_pct, cores}, host_rss_peak_mb, waits {stage: wait_s}.
 
-  python bench/bench_pipeline.py --tiny                                   # CPU, tiny models, ~20 s of footage
+  python bench/bench_pipeline.py --tiny                                   # CPU, tiny models, 12 s of footage
   python bench/bench_pipeline.py --models /tmp/models --footage /tmp/footage --videos /data/videos \\
-      --work /tmp/bench --set encode.compile=default                      # one GPU host
+      --work /tmp/bench --set encode.compile=default --limit-s 540        # one GPU host
+
+Seen 2026-12-02 on one H200 host (16 cores; torch 2.11, Ray 2.60): real-size models build in 90 s
+(real_size_models.py, bf16 on the GPU, 21 GB on disk); 32 min of 720p/1080p footage (bench/footage.py, 12
+workers) in 100 s. On 12 synthetic videos + the 22 shared test videos the first phase (probe -> split ->
+score -> clip_score -> filter, before the dedup barrier) did not finish in 470 s. On one 160 s 720p video:
+split 11.0 s (1 worker, 25 clips), score 89.8 s busy on ONE worker (3.6 s a clip) while 15 cores idled (CPU
+18% mean, GPU SM ~0%). Under Ray Data a video's clips leave the split as one bundle, so one task scores
+them in turn: the score stage, not the GPU, binds the first phase. (That run's score rows failed: rapidocr
+needs colorlog, which the device wheel set lacked; the time is the decode + flow part.)
 """
 
 from __future__ import annotations
