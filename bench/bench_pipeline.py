@@ -25,7 +25,7 @@ score -> clip_score -> filter, before the dedup barrier) did not finish in 470 s
 split 11.0 s (1 worker, 25 clips), score 89.8 s busy on ONE worker (3.6 s a clip) while 15 cores idled (CPU
 18% mean, GPU SM ~0%). Under Ray Data a video's clips leave the split as one bundle, so one task scores
 them in turn: the score stage, not the GPU, binds the first phase. (That run's score rows failed: rapidocr
-needs colorlog, which the device wheel set lacked; the time is the decode + flow part.)
+needs colorlog, which the device wheel set lacked: the 3.6 s are decode, flow and a failed OCR import.)
 """
 
 from __future__ import annotations
