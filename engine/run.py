@@ -26,6 +26,7 @@ from engine import generation
 from engine.barrier import run_segments
 from engine.content import ContentIds
 from engine.generation import RUN_FILE
+from engine.gpu import GpuSampler
 from engine.io import VIDEO_EXTENSIONS, InputError, _http_cause, _protocol, check_regular, list_inputs, mark_duplicates
 from engine.manifest import Manifest, error_counts
 from engine.pipeline import Pipeline
@@ -151,6 +152,8 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
     if meter is not None:
         meter.clear()
         meter.expect(names)
+    gpu = GpuSampler()  # NVML on this machine; nothing where there is none
+    gpu.start()
     marker = generation.begin(output, run_id)
     ids.save()
     # Results of other fingerprints describe files the current stages rewrite in place: drop them.
@@ -181,6 +184,7 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
     try:
         table, barrier_seconds = run_segments(pipeline, first_segment, ctx, executor, clips_after)
     except BaseException as exc:
+        gpu.stop()
         generation.set_phase(output, marker, generation.FAILED, describe(exc))
         raise
     missing = set(videos.column("video_id").to_pylist()) - set(table.column("video_id").to_pylist())
@@ -200,10 +204,12 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
                 clips = manifest.add_clip_columns(clips, added)
     summary = _summary(videos, video_table, clips, stage_seconds, {n: stage_rows.get(n, 0) for n in names}, plan,
                        changes, started, output)
-    metrics = None
+    metrics, gpu_metrics = None, gpu.stop()
     if meter is not None:
         generates = {s.name for s in stages if s.generates_tokens}
         metrics = meter.summary(time.time() - started, generates.__contains__)
+        if gpu_metrics is not None:
+            metrics["gpu"] = gpu_metrics
     _write_run_file(manifest, pipeline, fingerprints, inputs, executor, summary, started, marker, metrics)
     generation.finish(output)
     return summary

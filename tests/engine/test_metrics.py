@@ -193,3 +193,40 @@ def test_inspect_prints_the_metrics_of_the_run(inputs, tmp_path, capsys, monkeyp
                                f"{m['queue_depth_mean']:,.1f}/{m['queue_depth_max']:,}",
                                f"{m['tokens_per_s']:,.1f}" if name == "talk" else ""], (name, text)
     assert "mean/max rows waiting at its input" in " ".join(text.split())
+
+
+class _FakeDevices:
+    """Two GPUs whose readings follow a script (NvmlSource's interface); the last reading repeats."""
+
+    def __init__(self, script: list[list[tuple[float, float]]]):
+        self.script, self.closed = list(script), False
+
+    def read(self) -> list[tuple[float, float]]:
+        return self.script.pop(0) if len(self.script) > 1 else self.script[0]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_gpu_sampler_summarises_its_readings():
+    from engine.gpu import GpuSampler
+
+    devices = _FakeDevices([[(50.0, 1000.0), (70.0, 3000.0)], [(100.0, 2000.0), (100.0, 6000.0)]])
+    sampler = GpuSampler(lambda: devices, interval_s=0.01)
+    assert sampler.start()
+    time.sleep(0.1)
+    gpu = sampler.stop()
+    n = len(gpu["samples"])
+    assert n >= 2 and devices.closed and gpu["devices"] == 2
+    assert gpu["samples"][0][1:] == [60.0, 4000.0] and all(s[1:] == [100.0, 8000.0] for s in gpu["samples"][1:])
+    assert gpu["sm_util_mean"] == pytest.approx((60 + 100 * (n - 1)) / n, abs=0.01) and gpu["mem_peak_mb"] == 8000.0
+    assert [s[0] for s in gpu["samples"]] == sorted(s[0] for s in gpu["samples"])
+
+
+def test_no_gpu_no_gpu_metrics(inputs, tmp_path):
+    """This machine has no GPU: NVML (or its package) is missing, sampling does not start, run.json says nothing."""
+    from engine.gpu import GpuSampler
+
+    assert GpuSampler().start() is False
+    folder, _ = inputs
+    assert "gpu" not in _run(folder, tmp_path / "out", LocalExecutor(progress=False))
