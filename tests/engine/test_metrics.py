@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,7 +18,7 @@ from engine.executors.local import LocalExecutor
 from engine.metrics import RunMeter, Span, metered, stamp
 from engine.pipeline import Pipeline
 from engine.run import run_pipeline
-from engine.stage import RunContext, Stage, with_tokens
+from engine.stage import Resources, RunContext, Stage, with_tokens
 
 N_VIDEOS = 12
 NAP_S, DOZE_S = 0.03, 0.02  # seconds per row of the two stages
@@ -55,13 +55,19 @@ class Halve(Stage):
 
 @dataclass(kw_only=True)
 class Talk(Stage):
-    """Sleeps per row and "generates" as many tokens as the clip's video has bytes."""
+    """Sleeps per row and "generates" as many tokens as the clip's video has bytes. Under Ray it is an actor
+    pool (it has a setup) asking for other resources than the stages before it, so Ray Data does not fuse it
+    with them: an operator of its own, with a queue of its own."""
 
     name: ClassVar[str] = "talk"
     adds: ClassVar[dict[str, pa.DataType]] = {"said": pa.int64()}
     generates_tokens: ClassVar[bool] = True
     per_row_s: float = DOZE_S
     batch_size: int = 3
+    resources: Resources = field(default_factory=lambda: Resources(cpus=0.5))
+
+    def setup(self, ctx: RunContext) -> None:
+        pass
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
         time.sleep(self.per_row_s * batch.num_rows)
@@ -172,8 +178,11 @@ def test_ray_metrics_match_the_sleeps(inputs, tmp_path):
         assert 0 < st["busy_fraction"] <= 1 and st["busy_s"] / st["workers"] <= st["wall_s"] + 1e-3
         assert st["rows_per_s"] == pytest.approx(rows_out / st["wall_s"], rel=1e-3)
     assert metrics["stages"]["talk"]["tokens"] == tokens
-    nap = metrics["stages"]["nap"]
-    assert nap["queue_unit"] == "blocks" and nap["queue_depth_max"] >= 1  # the input blocks wait at the first stage
+    # blocks waiting at each operator: the input's at the first (nap and halve are fused into one operator of
+    # tasks), nap's output at talk's actor pool
+    nap, halve, talk = (metrics["stages"][name] for name in ("nap", "halve", "talk"))
+    assert nap["queue_unit"] == talk["queue_unit"] == "blocks" and nap["queue_depth_max"] >= 1
+    assert halve["queue_depth_mean"] is None and talk["queue_depth_mean"] is not None
 
 
 def test_inspect_prints_the_metrics_of_the_run(inputs, tmp_path, capsys, monkeypatch):
