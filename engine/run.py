@@ -210,6 +210,10 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
         metrics = meter.summary(time.time() - started, generates.__contains__)
         if gpu_metrics is not None:
             metrics["gpu"] = gpu_metrics
+        for key, seconds in stage_seconds.items():  # "dedup (barrier)", "shard (finalize)": on the driver
+            stage, _, what = key.partition(" (")
+            if what and stage in metrics["stages"]:
+                metrics["stages"][stage]["finalize_s"] = round(seconds, 4)
     _write_run_file(manifest, pipeline, fingerprints, inputs, executor, summary, started, marker, metrics)
     generation.finish(output)
     return summary

@@ -166,8 +166,8 @@ def test_run_section_shows_the_throughput_of_every_stage(browser, demo_run):
     probe = metrics["probe"]
     assert probe["rows_in"] == 3 and probe["workers"] == 1 and 0 < probe["busy_fraction"] <= 1
     assert any(m["rows_out"] > m["rows_in"] for m in metrics.values())  # the splitter
-    caption = metrics.get("caption")
-    assert caption is None or caption["tokens_per_s"] > 0
+    assert metrics["caption"]["tokens_per_s"] > 0 and metrics["categorize"]["tokens"] >= probe["rows_out"]
+    assert metrics["dedup"]["rows_in"] == 0 and metrics["dedup"]["finalize_s"] > 0  # a barrier: on the driver
 
 
 def test_threshold_whatif_recomputes_the_kept_count_as_the_filter_would(browser, demo_run):

@@ -117,6 +117,7 @@ def test_local_metrics_match_the_sleeps(inputs, tmp_path):
     assert (nap["queue_depth_mean"], nap["queue_depth_max"]) == (pytest.approx(16 / 3, abs=1e-3), 8)
     assert (talk["queue_depth_mean"], talk["queue_depth_max"]) == (pytest.approx(66 / 9, abs=1e-3), 16)
     assert "tokens_per_s" not in nap and "tokens_per_s" not in halve and talk["tokens"] == tokens
+    assert "finalize_s" not in nap  # only stages with a driver-side step have one
     assert talk["tokens_per_s"] == pytest.approx(tokens / talk["wall_s"], rel=1e-2)
     # the bookkeeping never reaches the manifests
     for name in ("videos", "clips"):
