@@ -152,8 +152,6 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
     if meter is not None:
         meter.clear()
         meter.expect(names)
-    gpu = GpuSampler()  # NVML on this machine; nothing where there is none
-    gpu.start()
     marker = generation.begin(output, run_id)
     ids.save()
     # Results of other fingerprints describe files the current stages rewrite in place: drop them.
@@ -181,6 +179,8 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
     def clips_after(rows: pa.Table, index: int) -> pa.Table:
         return manifest.compact(rows, schemas[index], pipeline.video_columns(), video_stages, write=False)[1]
 
+    gpu = GpuSampler()  # NVML on this machine; nothing where there is none
+    gpu.start()
     try:
         table, barrier_seconds = run_segments(pipeline, first_segment, ctx, executor, clips_after)
     except BaseException as exc:
