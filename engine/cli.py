@@ -61,6 +61,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="recompute every stage, reusing no stored result")
     parser.add_argument("--from", dest="from_stage", metavar="STAGE", default=None,
                         help="recompute this stage and every later one; reuse the stages before it")
+    parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                        help="serve per-stage counters for Prometheus on this port while the run goes on "
+                             "(needs vde[metrics])")
 
 
 def _load_pipeline(name: str):
@@ -99,6 +102,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"[bold]{title}[/bold]\n" + "\n".join(f"  {line}" for line in plan.describe()))
 
     executor = _executor(args)
+    stop_metrics = None
+    if args.metrics_port is not None and not args.dry_run:
+        from engine.prometheus import serve
+
+        stop_metrics = serve(args.metrics_port, executor.metrics)  # a missing package: one message, exit 2
     try:
         import contextlib
 
@@ -121,6 +129,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                       f"finished work is kept and the rest is redone.[/red]")
         return 3
     finally:
+        if stop_metrics is not None:
+            stop_metrics()
         if hasattr(executor, "shutdown"):
             executor.shutdown()
     if args.dry_run:

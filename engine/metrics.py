@@ -13,6 +13,7 @@ Prometheus, engine.prometheus).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import socket
@@ -86,31 +87,60 @@ class _Queue:
     now: int = 0
 
 
+@dataclass(slots=True)
+class _Worker:
+    """One worker's spans of one stage, summed: a run of millions of batches keeps one of these per worker."""
+
+    first: float  # start of its first call
+    last: float  # end of its last call
+    batches: int = 0
+    rows_in: int = 0
+    rows_out: int = 0
+    busy: float = 0.0
+    tokens: int = 0
+
+    def add(self, span: Span) -> None:
+        self.first, self.last = min(self.first, span.start), max(self.last, span.end)
+        self.batches += 1
+        self.rows_in += span.rows_in
+        self.rows_out += span.rows_out
+        self.busy += span.busy
+        self.tokens += span.tokens
+
+
 @dataclass
 class RunMeter:
-    """Spans and queue samples of one run, per stage; safe to feed from several threads."""
+    """Spans and queue samples of one run, summed per stage and worker; safe to feed from several threads."""
 
-    spans: dict[str, Span] = field(default_factory=dict)
+    workers: dict[str, dict[str, _Worker]] = field(default_factory=dict)  # stage -> worker -> sums, in order
     queues: dict[str, _Queue] = field(default_factory=dict)
-    order: list[str] = field(default_factory=list)  # stage names in pipeline order, as first seen
+    _seen: set[int] = field(default_factory=set, repr=False)  # batch ids taken off rows (they come in pieces)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def clear(self) -> None:
         with self._lock:
-            self.spans.clear()
+            self.workers.clear()
             self.queues.clear()
-            self.order.clear()
+            self._seen.clear()
 
     def expect(self, stages: list[str]) -> None:
         """Stages of the pipeline about to run, so they are listed in order, also before their first span."""
         with self._lock:
-            self.order += [s for s in stages if s not in self.order]
+            for name in stages:
+                self.workers.setdefault(name, {})
 
-    def add(self, span: Span) -> None:
+    def add(self, span: Span, once: bool = False) -> None:
+        """Count ``span``; with ``once``, only the first time its batch id is seen."""
         with self._lock:
-            if span.stage not in self.order:
-                self.order.append(span.stage)
-            self.spans.setdefault(span.batch, span)
+            if once:
+                key = hash(span.batch)
+                if key in self._seen:
+                    return
+                self._seen.add(key)
+            mine = self.workers.setdefault(span.stage, {})
+            if span.worker not in mine:
+                mine[span.worker] = _Worker(first=span.start, last=span.end)
+            mine[span.worker].add(span)
 
     def queue(self, stage: str, depth: int, unit: str) -> None:
         """One sample of what waits at ``stage``'s input."""
@@ -126,59 +156,45 @@ class RunMeter:
             column = column.filter(pc.is_valid(column)).combine_chunks()
             if not len(column):
                 continue
-            # every row of a batch carries its span: one per batch id
+            # every row of a batch carries its span: one per batch id here, and add() skips ids seen before
             ids = pc.dictionary_encode(pc.struct_field(column, "batch")).indices.to_numpy(zero_copy_only=False)
             first = np.unique(ids, return_index=True)[1]
             for value in column.take(pa.array(first)).to_pylist():
-                self.add(Span(**value))
+                self.add(Span(**value), once=True)
         return table.drop_columns(names) if names else table
+
+    def _copy(self) -> tuple[dict[str, list[_Worker]], dict[str, _Queue]]:
+        with self._lock:
+            return ({stage: [dataclasses.replace(w) for w in mine.values()] for stage, mine in self.workers.items()},
+                    {k: dataclasses.replace(q) for k, q in self.queues.items()})
 
     def live(self) -> dict[str, dict]:
         """Counters so far, per stage: rows in/out, busy seconds, tokens, workers, current queue depth."""
-        with self._lock:
-            spans, queues, order = list(self.spans.values()), dict(self.queues), list(self.order)
-        out: dict[str, dict] = {name: {"rows_in": 0, "rows_out": 0, "busy_s": 0.0, "tokens": 0, "workers": set()}
-                                for name in order}
-        for s in spans:
-            row = out[s.stage]
-            row["rows_in"] += s.rows_in
-            row["rows_out"] += s.rows_out
-            row["busy_s"] += s.busy
-            row["tokens"] += s.tokens
-            row["workers"].add(s.worker)
-        for name, row in out.items():
-            row["workers"] = len(row["workers"])
-            q = queues.get(name)
-            row["queue_depth"] = q.now if q else None
-        return out
+        workers, queues = self._copy()
+        return {stage: {"rows_in": sum(w.rows_in for w in mine), "rows_out": sum(w.rows_out for w in mine),
+                        "busy_s": sum(w.busy for w in mine), "tokens": sum(w.tokens for w in mine),
+                        "workers": len(mine), "queue_depth": queues[stage].now if stage in queues else None}
+                for stage, mine in workers.items()}
 
     def summary(self, wall_s: float, generates: Callable[[str], bool] = lambda name: False) -> dict:
         """run.json's ``metrics`` (see the README's "Run metrics"); ``generates(stage)`` says which stages
         report tokens_per_s."""
-        with self._lock:
-            spans, queues, order = list(self.spans.values()), dict(self.queues), list(self.order)
-        stages = {}
-        for name in order:
-            mine = [s for s in spans if s.stage == name]
-            stages[name] = _stage_summary(mine, queues.get(name), generates(name))
-        return {"wall_s": round(wall_s, 3), "stages": stages}
+        workers, queues = self._copy()
+        return {"wall_s": round(wall_s, 3),
+                "stages": {stage: _stage_summary(mine, queues.get(stage), generates(stage))
+                           for stage, mine in workers.items()}}
 
 
-def _stage_summary(spans: list[Span], queue: _Queue | None, generates: bool) -> dict:
-    by_worker: dict[str, list[Span]] = {}
-    for s in spans:
-        by_worker.setdefault(s.worker, []).append(s)
-    busy = sum(s.busy for s in spans)
-    wall = max(s.end for s in spans) - min(s.start for s in spans) if spans else 0.0
+def _stage_summary(workers: list[_Worker], queue: _Queue | None, generates: bool) -> dict:
+    busy = sum(w.busy for w in workers)
+    wall = max(w.last for w in workers) - min(w.first for w in workers) if workers else 0.0
     # a worker waits between its first call and its last whenever it is not inside a call
-    wait = sum(max(0.0, max(s.end for s in w) - min(s.start for s in w) - sum(s.busy for s in w))
-               for w in by_worker.values())
-    workers = len(by_worker)
-    rows_out = sum(s.rows_out for s in spans)
+    wait = sum(max(0.0, w.last - w.first - w.busy) for w in workers)
+    rows_out = sum(w.rows_out for w in workers)
     out = {
-        "rows_in": sum(s.rows_in for s in spans), "rows_out": rows_out, "workers": workers,
-        "batches": len(spans), "busy_s": round(busy, 4), "wall_s": round(wall, 4),
-        "busy_fraction": round(busy / (wall * workers), 4) if wall > 0 and workers else None,
+        "rows_in": sum(w.rows_in for w in workers), "rows_out": rows_out, "workers": len(workers),
+        "batches": sum(w.batches for w in workers), "busy_s": round(busy, 4), "wall_s": round(wall, 4),
+        "busy_fraction": round(busy / (wall * len(workers)), 4) if wall > 0 and workers else None,
         "rows_per_s": round(rows_out / wall, 3) if wall > 0 else None,
         "wait_s": round(wait, 4),
         "queue_depth_mean": round(queue.total / queue.samples, 3) if queue and queue.samples else None,
@@ -186,7 +202,7 @@ def _stage_summary(spans: list[Span], queue: _Queue | None, generates: bool) -> 
         "queue_unit": queue.unit if queue else None,
     }
     if generates:
-        tokens = sum(s.tokens for s in spans)
+        tokens = sum(w.tokens for w in workers)
         out["tokens"] = tokens
         out["tokens_per_s"] = round(tokens / wall, 2) if wall > 0 else None
     return out

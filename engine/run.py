@@ -26,6 +26,7 @@ from engine import generation
 from engine.barrier import run_segments
 from engine.content import ContentIds
 from engine.generation import RUN_FILE
+from engine.gpu import GpuSampler
 from engine.io import VIDEO_EXTENSIONS, InputError, _http_cause, _protocol, check_regular, list_inputs, mark_duplicates
 from engine.manifest import Manifest, error_counts
 from engine.pipeline import Pipeline
@@ -178,9 +179,12 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
     def clips_after(rows: pa.Table, index: int) -> pa.Table:
         return manifest.compact(rows, schemas[index], pipeline.video_columns(), video_stages, write=False)[1]
 
+    gpu = GpuSampler()  # NVML on this machine; nothing where there is none
+    gpu.start()
     try:
         table, barrier_seconds = run_segments(pipeline, first_segment, ctx, executor, clips_after)
     except BaseException as exc:
+        gpu.stop()
         generation.set_phase(output, marker, generation.FAILED, describe(exc))
         raise
     missing = set(videos.column("video_id").to_pylist()) - set(table.column("video_id").to_pylist())
@@ -200,10 +204,16 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
                 clips = manifest.add_clip_columns(clips, added)
     summary = _summary(videos, video_table, clips, stage_seconds, {n: stage_rows.get(n, 0) for n in names}, plan,
                        changes, started, output)
-    metrics = None
+    metrics, gpu_metrics = None, gpu.stop()
     if meter is not None:
         generates = {s.name for s in stages if s.generates_tokens}
         metrics = meter.summary(time.time() - started, generates.__contains__)
+        if gpu_metrics is not None:
+            metrics["gpu"] = gpu_metrics
+        for key, seconds in stage_seconds.items():  # "dedup (barrier)", "shard (finalize)": on the driver
+            stage, _, what = key.partition(" (")
+            if what and stage in metrics["stages"]:
+                metrics["stages"][stage]["finalize_s"] = round(seconds, 4)
     _write_run_file(manifest, pipeline, fingerprints, inputs, executor, summary, started, marker, metrics)
     generation.finish(output)
     return summary

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,7 +18,7 @@ from engine.executors.local import LocalExecutor
 from engine.metrics import RunMeter, Span, metered, stamp
 from engine.pipeline import Pipeline
 from engine.run import run_pipeline
-from engine.stage import RunContext, Stage, with_tokens
+from engine.stage import Resources, RunContext, Stage, with_tokens
 
 N_VIDEOS = 12
 NAP_S, DOZE_S = 0.03, 0.02  # seconds per row of the two stages
@@ -55,13 +55,19 @@ class Halve(Stage):
 
 @dataclass(kw_only=True)
 class Talk(Stage):
-    """Sleeps per row and "generates" as many tokens as the clip's video has bytes."""
+    """Sleeps per row and "generates" as many tokens as the clip's video has bytes. Under Ray it is an actor
+    pool (it has a setup) asking for other resources than the stages before it, so Ray Data does not fuse it
+    with them: an operator of its own, with a queue of its own."""
 
     name: ClassVar[str] = "talk"
     adds: ClassVar[dict[str, pa.DataType]] = {"said": pa.int64()}
     generates_tokens: ClassVar[bool] = True
     per_row_s: float = DOZE_S
     batch_size: int = 3
+    resources: Resources = field(default_factory=lambda: Resources(cpus=0.5))
+
+    def setup(self, ctx: RunContext) -> None:
+        pass
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
         time.sleep(self.per_row_s * batch.num_rows)
@@ -111,6 +117,7 @@ def test_local_metrics_match_the_sleeps(inputs, tmp_path):
     assert (nap["queue_depth_mean"], nap["queue_depth_max"]) == (pytest.approx(16 / 3, abs=1e-3), 8)
     assert (talk["queue_depth_mean"], talk["queue_depth_max"]) == (pytest.approx(66 / 9, abs=1e-3), 16)
     assert "tokens_per_s" not in nap and "tokens_per_s" not in halve and talk["tokens"] == tokens
+    assert "finalize_s" not in nap  # only stages with a driver-side step have one
     assert talk["tokens_per_s"] == pytest.approx(tokens / talk["wall_s"], rel=1e-2)
     # the bookkeeping never reaches the manifests
     for name in ("videos", "clips"):
@@ -172,8 +179,11 @@ def test_ray_metrics_match_the_sleeps(inputs, tmp_path):
         assert 0 < st["busy_fraction"] <= 1 and st["busy_s"] / st["workers"] <= st["wall_s"] + 1e-3
         assert st["rows_per_s"] == pytest.approx(rows_out / st["wall_s"], rel=1e-3)
     assert metrics["stages"]["talk"]["tokens"] == tokens
-    nap = metrics["stages"]["nap"]
-    assert nap["queue_unit"] == "blocks" and nap["queue_depth_max"] >= 1  # the input blocks wait at the first stage
+    # blocks waiting at each operator: the input's at the first (nap and halve are fused into one operator of
+    # tasks), nap's output at talk's actor pool
+    nap, halve, talk = (metrics["stages"][name] for name in ("nap", "halve", "talk"))
+    assert nap["queue_unit"] == talk["queue_unit"] == "blocks" and nap["queue_depth_max"] >= 1
+    assert halve["queue_depth_mean"] is None and talk["queue_depth_mean"] is not None
 
 
 def test_inspect_prints_the_metrics_of_the_run(inputs, tmp_path, capsys, monkeypatch):
@@ -193,3 +203,40 @@ def test_inspect_prints_the_metrics_of_the_run(inputs, tmp_path, capsys, monkeyp
                                f"{m['queue_depth_mean']:,.1f}/{m['queue_depth_max']:,}",
                                f"{m['tokens_per_s']:,.1f}" if name == "talk" else ""], (name, text)
     assert "mean/max rows waiting at its input" in " ".join(text.split())
+
+
+class _FakeDevices:
+    """Two GPUs whose readings follow a script (NvmlSource's interface); the last reading repeats."""
+
+    def __init__(self, script: list[list[tuple[float, float]]]):
+        self.script, self.closed = list(script), False
+
+    def read(self) -> list[tuple[float, float]]:
+        return self.script.pop(0) if len(self.script) > 1 else self.script[0]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_gpu_sampler_summarises_its_readings():
+    from engine.gpu import GpuSampler
+
+    devices = _FakeDevices([[(50.0, 1000.0), (70.0, 3000.0)], [(100.0, 2000.0), (100.0, 6000.0)]])
+    sampler = GpuSampler(lambda: devices, interval_s=0.01)
+    assert sampler.start()
+    time.sleep(0.1)
+    gpu = sampler.stop()
+    n = len(gpu["samples"])
+    assert n >= 2 and devices.closed and gpu["devices"] == 2
+    assert gpu["samples"][0][1:] == [60.0, 4000.0] and all(s[1:] == [100.0, 8000.0] for s in gpu["samples"][1:])
+    assert gpu["sm_util_mean"] == pytest.approx((60 + 100 * (n - 1)) / n, abs=0.01) and gpu["mem_peak_mb"] == 8000.0
+    assert [s[0] for s in gpu["samples"]] == sorted(s[0] for s in gpu["samples"])
+
+
+def test_no_gpu_no_gpu_metrics(inputs, tmp_path):
+    """This machine has no GPU: NVML (or its package) is missing, sampling does not start, run.json says nothing."""
+    from engine.gpu import GpuSampler
+
+    assert GpuSampler().start() is False
+    folder, _ = inputs
+    assert "gpu" not in _run(folder, tmp_path / "out", LocalExecutor(progress=False))
