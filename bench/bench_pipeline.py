@@ -103,9 +103,10 @@ def merge(*layers: dict[str, dict]) -> dict[str, dict]:
 class Sampler(threading.Thread):
     """Every ``interval`` s: NVML SM utilisation and memory of each GPU, CPU % and the process tree's RSS."""
 
-    def __init__(self, pid: int, interval: float):
+    def __init__(self, pid: int, interval: float, progress_s: float = 0.0):
         super().__init__(daemon=True)
         self.pid, self.interval, self.stop = pid, interval, threading.Event()
+        self.progress_s = progress_s  # > 0: a line on stderr this often, so a long run shows it is alive
         self.gpu: list[list[float]] = []  # [t, sm %, MB used] summed over GPUs (sm: mean)
         self.cpu: list[float] = []
         self.rss_peak = 0
@@ -147,6 +148,10 @@ class Sampler(threading.Thread):
                 sm = [nvml.nvmlDeviceGetUtilizationRates(h).gpu for h in handles]
                 mem = [nvml.nvmlDeviceGetMemoryInfo(h).used / 2**20 for h in handles]
                 self.gpu.append([t, round(sum(sm) / len(sm), 1), round(sum(mem))])
+            if self.progress_s and len(self.cpu) % max(1, round(self.progress_s / self.interval)) == 0:
+                gpu = f" GPU {self.gpu[-1][1]:.0f}% {self.gpu[-1][2] / 1024:.1f} GB" if self.gpu else ""
+                print(f"[bench] {t:.0f} s: CPU {self.cpu[-1]:.0f}%{gpu} RSS {rss / 2**30:.1f} GB", file=sys.stderr,
+                      flush=True)
 
 
 def _stats(values: list[float]) -> dict:
@@ -245,7 +250,7 @@ def run_bench(args: argparse.Namespace) -> dict:
     log = open(work / "run.log", "w")
     begun = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    sampler = Sampler(proc.pid, args.interval)
+    sampler = Sampler(proc.pid, args.interval, args.progress_s)
     sampler.start()
     try:
         rc = proc.wait(timeout=args.limit_s)
@@ -309,6 +314,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE",
                         help="override a stage setting in the benchmark's pipeline copy (VALUE is YAML)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
+    parser.add_argument("--progress-s", type=float, default=30.0, help="a progress line on stderr this often (0: none)")
     parser.add_argument("--limit-s", type=float, default=None,
                         help="stop the run after this long and report what the machine did (finished: false)")
     args = parser.parse_args(argv)
