@@ -70,7 +70,7 @@ def count_files(folder: Path) -> dict[str, int]:
     return counts
 
 
-def one(clips: int, clips_per_video: int, executor_name: str, work: Path) -> dict:
+def one(clips: int, clips_per_video: int, executor_name: str, work: Path, videos_per_part: int) -> dict:
     """One size, in this process."""
     import logging
 
@@ -89,7 +89,8 @@ def one(clips: int, clips_per_video: int, executor_name: str, work: Path) -> dic
 
         executor = RayExecutor(progress=False)
     else:
-        executor = LocalExecutor(progress=False)
+        # parts of many videos: a simulated video costs microseconds, so 8 per part would measure call overhead
+        executor = LocalExecutor(videos_per_part=videos_per_part, progress=False)
     record: dict = {"clips": videos * clips_per_video, "videos": videos, "executor": executor_name}
     with PeakRss() as rss:
         begun = time.perf_counter()
@@ -121,12 +122,13 @@ def main() -> None:
     parser.add_argument("--clips", default="100000,1000000", help="sizes, comma-separated (clips per run)")
     parser.add_argument("--clips-per-video", type=int, default=20)
     parser.add_argument("--executor", choices=("local", "ray"), default="local")
+    parser.add_argument("--videos-per-part", type=int, default=500, help="the local executor's work unit")
     parser.add_argument("--work", default="/tmp/vde-bench-scale", help="scratch folder (emptied first)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: run one size in this process
     opts = parser.parse_args()
     work = Path(opts.work)
     if opts.one:
-        print(json.dumps(one(opts.one, opts.clips_per_video, opts.executor, work)), flush=True)
+        print(json.dumps(one(opts.one, opts.clips_per_video, opts.executor, work, opts.videos_per_part)), flush=True)
         return
     sizes = [int(float(s)) for s in opts.clips.split(",")]
     results = []
@@ -134,7 +136,7 @@ def main() -> None:
         folder = work / f"{size}"
         shutil.rmtree(folder, ignore_errors=True)
         command = [sys.executable, __file__, "--one", str(size), "--clips-per-video", str(opts.clips_per_video),
-                   "--executor", opts.executor, "--work", str(folder)]
+                   "--executor", opts.executor, "--work", str(folder), "--videos-per-part", str(opts.videos_per_part)]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             results.append({"clips": size, "failed": done.stderr.strip().splitlines()[-3:]})

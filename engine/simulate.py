@@ -156,6 +156,7 @@ class SimShard(Stage):
     name: ClassVar[str] = "sim_shard"
     reads: ClassVar[tuple[str, ...]] = ("clip_id", "keep")
     adds: ClassVar[dict[str, pa.DataType]] = {"shard": pa.string()}
+    batch_size: int = 1024
     samples_per_shard: int = 1000
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
