@@ -96,6 +96,8 @@ def one(clips: int, clips_per_video: int, executor_name: str, work: Path, videos
         begun = time.perf_counter()
         summary = run_pipeline(pipeline, inputs, str(output), executor)
         record["run_s"] = round(time.perf_counter() - begun, 2)
+        usage = resource.getrusage(resource.RUSAGE_SELF)  # the driver's CPU: all the work under local
+        record["driver_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
         record["s_per_million_clips"] = round(record["run_s"] / (record["clips"] / 1e6), 2)
         record["clips_in_manifest"], record["kept"] = summary.clips, summary.kept
         begun = time.perf_counter()
