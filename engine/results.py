@@ -176,25 +176,38 @@ class ResultStore:
             first = table.group_by(KEY, use_threads=False).aggregate([("_part", "min")])
             owner = pc.index_in(table.column(KEY), value_set=first.column(KEY))
             table = table.filter(pc.equal(table.column("_part"), first.column("_part_min").take(owner)))
-        self.table = table.drop_columns(["_part"])
+        # sorted by key (stably: a video's clips keep their order), with where each key's rows start
+        self.table = table.drop_columns(["_part"]).sort_by([(KEY, "ascending")]).combine_chunks()
+        self._index_keys()
         return self
+
+    def _index_keys(self) -> None:
+        keys = self.table.column(KEY).chunk(0) if self.table.num_rows else pa.array([], pa.string())
+        first = np.ones(len(keys), bool)
+        if len(keys) > 1:
+            first[1:] = pc.not_equal(keys.slice(1), keys.slice(0, len(keys) - 1)).to_numpy(zero_copy_only=False)
+        self.key_starts = np.flatnonzero(first)
+        self.key_counts = np.diff(np.append(self.key_starts, len(keys)))
+        self.unique_keys = keys.take(pa.array(self.key_starts))
 
     def split(self, todo: pa.Table) -> tuple[pa.Table, pa.Table]:
         """(rows completed from the store, rows still to compute)."""
         if self.table is None or todo.num_rows == 0:
             return todo.slice(0, 0), todo
         keys = row_keys(self.stage, todo)
-        found = pc.is_in(keys, value_set=self.table.column(KEY))
-        miss = todo.filter(pc.invert(found))
-        if miss.num_rows == todo.num_rows:
+        where = pc.index_in(keys, value_set=self.unique_keys)
+        found = pc.is_valid(where).to_numpy(zero_copy_only=False)
+        miss = todo.filter(pa.array(~found))
+        if not found.any():
             return todo.slice(0, 0), miss
-        # every stored row of each found key, in the todo's order, then the store's (a video's clips)
-        wanted = pa.table({KEY: keys, "_todo": pa.array(np.arange(todo.num_rows))}).filter(found)
-        stored = pa.table({KEY: self.table.column(KEY), "_store": pa.array(np.arange(self.table.num_rows))})
-        pairs = wanted.join(stored, KEY, join_type="inner", use_threads=False).sort_by([("_todo", "ascending"),
-                                                                                        ("_store", "ascending")])
-        hits = todo.take(pairs.column("_todo"))
-        stored = self.table.take(pairs.column("_store"))
+        # every stored row of each found key (the store is sorted by key, stably), in the todo's order
+        which = pc.drop_null(where).to_numpy(zero_copy_only=False).astype(np.int64)
+        counts = self.key_counts[which]
+        take_todo = np.repeat(np.flatnonzero(found), counts)
+        run_start = np.repeat(np.cumsum(counts) - counts, counts)
+        take_store = np.repeat(self.key_starts[which], counts) + (np.arange(len(take_todo)) - run_start)
+        hits = todo.combine_chunks().take(pa.array(take_todo))
+        stored = self.table.take(pa.array(take_store))
         for name in self.schema:
             if name == KEY:
                 continue

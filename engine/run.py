@@ -105,14 +105,21 @@ def versions() -> dict[str, str]:
 def input_changes(manifest: Manifest, videos: pa.Table) -> dict[str, list[str]]:
     """Inputs added, removed or replaced (same URI, other content) since the current generation."""
     try:
-        previous = manifest.read("videos").select(["uri", "video_id"]).to_pylist()
+        previous = manifest.read("videos").select(["uri", "video_id"])
     except (FileNotFoundError, OSError, KeyError, ValueError, pa.ArrowInvalid):
         return {}
-    before = {r["uri"]: r["video_id"] for r in previous}
-    now = dict(zip(videos.column("uri").to_pylist(), videos.column("video_id").to_pylist()))
-    changes = {"added": sorted(set(now) - set(before)), "removed": sorted(set(before) - set(now)),
-               "replaced": sorted(u for u in set(now) & set(before) if now[u] != before[u])}
-    return {k: v for k, v in changes.items() if v}
+    def last_per_uri(table: pa.Table) -> pa.Table:  # an input list may name a URI twice: its last row counts
+        grouped = table.group_by("uri", use_threads=False).aggregate([("video_id", "last")])
+        return pa.table({"uri": grouped.column("uri"), "video_id": grouped.column("video_id_last")})
+
+    now, previous = last_per_uri(videos.select(["uri", "video_id"])), last_per_uri(previous)
+    before_uris, now_uris = previous.column("uri"), now.column("uri")
+    both = now.join(previous, "uri", join_type="inner", right_suffix="_before", use_threads=False)
+    replaced = both.filter(pc.not_equal(both.column("video_id"), both.column("video_id_before"))).column("uri")
+    changes = {"added": now_uris.filter(pc.invert(pc.is_in(now_uris, value_set=before_uris))),
+               "removed": before_uris.filter(pc.invert(pc.is_in(before_uris, value_set=now_uris))),
+               "replaced": replaced}
+    return {k: sorted(v.to_pylist()) for k, v in changes.items() if len(v)}
 
 
 def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_error: str = "record",
@@ -256,11 +263,12 @@ def _shot_drops(videos: pa.Table, clips: pa.Table) -> dict:
     if not reasons:
         return {}
     split = pc.and_(pc.equal(videos.column("status"), OK), pc.is_valid(videos.column(reasons[0])))
-    with_clips = set()
+    with_clips = pa.array([], pa.string())
     if "clip_id" in clips.column_names and clips.num_rows:
-        with_clips = set(clips.filter(pc.is_valid(clips.column("clip_id"))).column("video_id").to_pylist())
-    ids = videos.filter(split).column("video_id").to_pylist()
-    return {"videos_without_clips": sum(v not in with_clips for v in ids),
+        with_clips = pc.unique(clips.filter(pc.is_valid(clips.column("clip_id"))).column("video_id"))
+    ids = videos.filter(split).column("video_id")
+    without = pc.sum(pc.invert(pc.is_in(ids, value_set=with_clips)).cast(pa.int64())).as_py() or 0
+    return {"videos_without_clips": int(without),
             "shots_no_clip": {c.removeprefix("shots_no_clip_"): int(pc.sum(videos.column(c)).as_py() or 0)
                               for c in reasons}}
 

@@ -148,3 +148,26 @@ def test_killed_mid_run_then_rerun_gives_the_uninterrupted_bytes(inputs, tmp_pat
     _run(out, inputs, partitions=3, per_part=5)
     assert _digest(out) == _digest(reference)
     assert not (out / "_state" / "spool").exists()
+
+
+@pytest.mark.slow
+def test_the_demo_gives_the_same_manifest_rows_in_one_part_and_in_three(tmp_path):
+    from engine.pipeline import load_pipeline
+    from engine.synthetic import write_demo_videos
+
+    inputs = tmp_path / "in"
+    write_demo_videos(inputs)
+    rows = {}
+    for partitions in (1, 3):
+        out = tmp_path / f"p{partitions}"
+        run_pipeline(load_pipeline("demo"), str(inputs), str(out), LocalExecutor(progress=False),
+                     on_error="raise", partitions=partitions)
+        assert len(list((out / "manifest" / "clips").glob("*.parquet"))) == partitions
+        for name in ("videos", "clips"):  # paths under the output root (clip files, latents) named alike
+            table = pq.read_table(out / "manifest" / name)
+            rows[partitions, name] = [{k: v.replace(str(out), "OUT") if isinstance(v, str) else v
+                                       for k, v in r.items()} for r in table.to_pylist()]
+    for name in ("videos", "clips"):
+        one, three = rows[1, name], rows[3, name]
+        key = "clip_id" if name == "clips" else "video_id"
+        assert one and sorted(one, key=lambda r: r[key]) == sorted(three, key=lambda r: r[key]), name
