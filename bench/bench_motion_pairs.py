@@ -31,6 +31,17 @@ All pairs against the reference: Spearman 0.993. The pick is 32 (``score.pairs``
 (duplicated frames: every third pair is 0); the synthetic "jump every 25" clip, all of whose motion is in 1
 pair of 25, is off by 14-100% at any count below all pairs: no sample of pairs can promise 15% there.
 Jittered pairs remove the even grid's aliasing (its worst clip is off by 65% at 32).
+
+``av1_video.mkv`` is the one video whose all-pairs value (0.44) is far from its reference (0.906), and the
+reference is the side that is off. Its decode is right (125 frames as ffprobe counts, frame 10 at 0.4 s, no
+repeated frame, an even change from frame to frame) and the all-pairs value does not move with how the
+grey frames are made (Y plane or RGB to grey: 0.439 / 0.440; area or bilinear scaling: 0.44; flow seeded by
+the previous pair: 0.442). What moves is a hue strip (rows 135-157 of 180, 12.8% of the frame) scrolling
+at a steady 2.1 px/frame (4.25 at 640 px, by a 1-D search of its rows): true mean motion ~0.27 px/frame.
+Farneback reads the smooth strip at 0.86 px/frame in one pair (frame 10) and 7.5 in another (frame 30);
+over all pairs DIS reads 0.36.
+Every second frame gives 0.946 (p90 2.73 against the reference's 3.58): near, not the same; no decode here
+reproduces the reference, and both Farneback values lie above the strip's true motion.
 """
 
 from __future__ import annotations

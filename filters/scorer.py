@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 MOTION_WIDTH = 320  # reference width for px/frame motion (matches ground_truth.json reference_motion)
+FLOW_UNIT = f"px/frame at {MOTION_WIDTH} px width"  # the unit of every motion column
 FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
 NAN = float("nan")
 OPS = (">=", "<=", "==", "in")

@@ -4,12 +4,17 @@ Per pair (grey frames at 320 px wide, as for ``motion``): a grid of points over 
 pyramidal Lucas-Kanade (forward and back: a point without texture, or whose track does not return, is
 dropped; a grid, unlike the strongest corners, covers the frame evenly, low-contrast texture too), then a
 similarity (translation, rotation, uniform scale) fitted to them with RANSAC: the camera's share of the
-motion. The second frame is warped back by that model and the Farneback flow of the aligned pair is what
-moves in the scene: ``object_motion``.
+motion, unless the still camera explains the tracks about as well at the model's own precision (so the
+sub-pixel per-frame motion of handheld shake or a slow pan is kept, track noise is not). The second frame
+is warped back by that model and the Farneback flow of the aligned pair is what moves in the scene:
+``object_motion``.
 
 The clip's class, from the pairs' models (speeds in px/frame at 320 px wide):
 - ``static``: the median pair's camera flow is below ``static_px``;
-- ``shake``: the per-pair motions disagree more than they agree (handheld jitter, no steady direction);
+- ``shake``: the pairs' camera motions scatter about their mean (``camera_jitter``, RMS) more than the mean
+  itself is long (handheld jitter, no steady direction), and back and forth from one pair to the next (a
+  camera that turns one way, then smoothly the other, is ``complex``); a pan with shake on top is a pan
+  while its drift dominates the jitter;
 - else the component that explains most of the mean motion, when it explains at least ``dominant`` of it:
   ``pan_left``/``pan_right`` (horizontal), ``tilt_up``/``tilt_down`` (vertical), ``zoom_in``/``zoom_out``
   (scale), ``rotate`` (roll); otherwise ``complex``.
@@ -26,11 +31,11 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
-from filters.scorer import NAN, ClipSample, Column, Declaration, Scorer, Threshold, dense_flow
+from filters.scorer import FLOW_UNIT, NAN, ClipSample, Column, Declaration, Scorer, Threshold, dense_flow
 
 MOVES = ("static", "pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out", "rotate", "shake",
          "complex")
-PX = "px/frame at 320 px width"
+PX = FLOW_UNIT
 LOW_CONTRAST = 3.0  # mean |gradient| below which Farneback under-reads motion
 MOVING_CAMERA = 0.25  # px/frame of camera flow from which a low-contrast pair is stretched
 LK = dict(winSize=(21, 21), maxLevel=3, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
@@ -52,6 +57,8 @@ MIN_TRACKED = 0.2  # share of the grid that must track (texture there, and the t
 MIN_AGREE = 0.4  # share of the tracked points that must fit the camera model
 RANSAC_PX = 1.0  # px: a track within this of the model agrees with it
 PREFER_STILL = 0.9  # the still camera wins when it explains this share of the model's agreeing tracks
+STILL_PX = 0.15  # px: the finest tolerance the still-camera test uses (track noise on compressed footage)
+SMOOTH = 0.25  # pair-to-pair change / jitter below which a wandering camera turns smoothly: complex, not shake
 IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 
@@ -75,10 +82,9 @@ def fit_camera(a: np.ndarray, b: np.ndarray, min_tracks: int = 8) -> PairModel:
             fitted, inliers = cv2.estimateAffinePartial2D(corners[good], ahead[good], method=cv2.RANSAC,
                                                           ransacReprojThreshold=RANSAC_PX, maxIters=2000, confidence=0.995)
             agree = int(inliers.sum()) if fitted is not None else 0
-            # The still camera explains the tracks as well (noise on a flat sky, sub-pixel drift): keep it.
-            still = int((np.linalg.norm((ahead - corners).reshape(-1, 2)[good], axis=1) < RANSAC_PX).sum())
             # A model a minority of tracks agree on is no camera motion (changing graphics, a crowd).
-            if agree >= max(min_tracks, MIN_AGREE * int(good.sum())) and still < PREFER_STILL * agree:
+            if agree >= max(min_tracks, MIN_AGREE * int(good.sum())) and not still_explains(
+                    corners[good].reshape(-1, 2), ahead[good].reshape(-1, 2), fitted, inliers.ravel() == 1):
                 matrix = fitted
     scale = math.hypot(matrix[0, 0], matrix[1, 0])
     rot = math.atan2(matrix[1, 0], matrix[0, 0])
@@ -89,6 +95,17 @@ def fit_camera(a: np.ndarray, b: np.ndarray, min_tracks: int = 8) -> PairModel:
     moved = grid @ matrix[:, :2].T + matrix[:, 2]
     speed = float(np.linalg.norm(moved - grid, axis=1).mean())
     return PairModel(tx=float(shift[0]), ty=float(shift[1]), zoom=scale - 1.0, rot=rot, speed=speed, matrix=matrix)
+
+
+def still_explains(points: np.ndarray, tracked: np.ndarray, fitted: np.ndarray, inliers: np.ndarray) -> bool:
+    """Whether the still camera explains the tracks about as well as the fitted model does (noise on a flat
+    sky, a big object over a still background), judged at the model's own precision: within twice the
+    median error of its agreeing tracks (at least ``STILL_PX``), so sub-pixel camera motion, the
+    per-frame motion of handheld shake, is told from track noise rather than rounded to a still camera."""
+    model_error = np.linalg.norm(points @ fitted[:, :2].T + fitted[:, 2] - tracked, axis=1)
+    tolerance = min(RANSAC_PX, max(STILL_PX, 2.0 * float(np.median(model_error[inliers]))))
+    still = int((np.linalg.norm(tracked - points, axis=1) < tolerance).sum())
+    return still >= PREFER_STILL * int((model_error < tolerance).sum())
 
 
 def camera_models(clip: ClipSample) -> list[PairModel]:
@@ -150,6 +167,22 @@ def mean_reach(width: int, height: int) -> float:
     return float(np.hypot(xs - width / 2, ys - height / 2).mean())
 
 
+def camera_vectors(models: list[PairModel], width: int, height: int) -> np.ndarray:
+    """``[pairs, 4]``: each pair's camera motion as (pan, tilt, zoom, roll) in px/frame at the frame (zoom and
+    roll times the mean reach), in clip order."""
+    reach = mean_reach(width, height)
+    return np.array([[m.tx, m.ty, m.zoom * reach, m.rot * reach] for m in models]).reshape(-1, 4)
+
+
+def camera_path(vectors: np.ndarray) -> tuple[np.ndarray, float]:
+    """The mean of the pairs' camera vectors (the drift the camera keeps) and the RMS distance of the pairs
+    from it (what shakes about it: ``camera_jitter``)."""
+    if not len(vectors):
+        return np.zeros(4), 0.0
+    mean = vectors.mean(axis=0)
+    return mean, float(np.sqrt(((vectors - mean) ** 2).sum(axis=1).mean()))
+
+
 def classify(models: list[PairModel], width: int, height: int, static_px: float = 0.25,
              dominant: float = 0.6) -> str:
     """One of MOVES for a clip from its pairs' camera models (see the module docstring)."""
@@ -157,13 +190,14 @@ def classify(models: list[PairModel], width: int, height: int, static_px: float 
         return "static"
     if float(np.median([m.speed for m in models])) < static_px:  # a few pairs fooled by a big object do not count
         return "static"
-    reach = mean_reach(width, height)
-    vectors = np.array([[m.tx, m.ty, m.zoom * reach, m.rot * reach] for m in models])
-    mean = vectors.mean(axis=0)
-    jitter = float(np.linalg.norm(vectors - mean, axis=1).mean())
-    steady = float(np.linalg.norm(mean))
-    if jitter > steady:
-        return "shake"
+    vectors = camera_vectors(models, width, height)
+    mean, jitter = camera_path(vectors)
+    if jitter > float(np.linalg.norm(mean)):  # a pan with shake on top stays a pan while its drift dominates
+        # Shake goes back and forth faster than the pairs follow it: neighbouring pairs differ about as much
+        # as any two do. A camera that turns one way and then slowly the other (a track following a
+        # subject) changes little from one pair to the next.
+        step = float(np.sqrt((np.diff(vectors, axis=0) ** 2).sum(axis=1).mean() / 2)) if len(vectors) > 1 else 0.0
+        return "shake" if step >= SMOOTH * jitter else "complex"
     pan, tilt, zoom, roll = np.abs(mean)
     parts = {"pan": pan, "tilt": tilt, "zoom": zoom, "rotate": roll}
     kind = max(parts, key=parts.get)
@@ -185,10 +219,14 @@ class Camera(Scorer):
                                 "global_motion)"),
         "camera_move": Column(pa.string(), "", "one of " + ", ".join(MOVES)),
         "camera_speed": Column(pa.float64(), PX, "mean |flow| of the fitted camera model, over pairs"),
+        "camera_jitter": Column(pa.float64(), PX, "RMS over pairs of the camera motion about its mean: "
+                                "handheld shake (a tripod ~0; a big object crossing a still shot ~0.3)"),
         "object_motion": Column(pa.float64(), PX, "mean |flow| left once the camera's motion is removed"),
     }, thresholds={
         "max_camera_motion": Threshold("camera_motion", "<=", float | None, f"|median flow|, {PX}"),
         "max_camera_speed": Threshold("camera_speed", "<=", float | None, f"camera model flow, {PX}"),
+        "max_camera_jitter": Threshold("camera_jitter", "<=", float | None,
+                                       f"camera shake about its mean motion, {PX}; ~0 tripod, 0.4-0.8 gentle handheld"),
         "min_object_motion": Threshold("object_motion", ">=", float | None,
                                        f"scene motion after removing the camera's, {PX}"),
         "camera_moves": Threshold("camera_move", "in", list[str] | None,
@@ -206,7 +244,8 @@ class Camera(Scorer):
 
     def measure(self, clip: ClipSample) -> dict:
         if clip.small or not clip.pairs:
-            return {"camera_motion": NAN, "camera_move": None, "camera_speed": NAN, "object_motion": NAN}
+            return {"camera_motion": NAN, "camera_move": None, "camera_speed": NAN, "camera_jitter": NAN,
+                    "object_motion": NAN}
         grey, models, objects, medians = clip.motion_grey, camera_models(clip), [], []
         for (a, b), flow, model in zip(clip.pairs, motion_flows(clip), models):
             objects.append(object_flow(grey[a], grey[b], model, flow, clip.flow_method))
@@ -215,4 +254,5 @@ class Camera(Scorer):
         return {"camera_motion": float(np.mean(medians)), "camera_move": classify(models, w, h, self.static_px,
                                                                                     self.dominant),
                 "camera_speed": float(np.mean([m.speed for m in models])),
+                "camera_jitter": camera_path(camera_vectors(models, w, h))[1],
                 "object_motion": float(np.nanmean(objects)) if not all(map(math.isnan, objects)) else NAN}

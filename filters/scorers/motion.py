@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from filters.scorer import NAN, ClipSample, Column, Declaration, Scorer, Threshold
-from filters.scorers.camera import LOW_CONTRAST, MOVING_CAMERA, mean_gradient, motion_flows, stretch_contrast  # noqa: F401
+from filters.scorer import FLOW_UNIT, NAN, ClipSample, Column, Declaration, Scorer, Threshold
+from filters.scorers.camera import motion_flows
 
-PX = "px/frame at 320 px width"
+PX = FLOW_UNIT
 
 
 @dataclass(kw_only=True, slots=True)

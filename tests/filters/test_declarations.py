@@ -78,3 +78,5 @@ def test_dashboard_draws_min_aesthetic_on_the_column_the_filter_tests(tiny_model
     assert [c for s, c in lines if s == "filter.min_aesthetic"] == ["aesthetic_mean", "aesthetic_min"]
     assert ("filter.max_motion", "motion_score") in lines
     assert set(data.bars["camera_move"].labels) <= {"static", "pan_right"} and data.bars["camera_move"].labels
+    charted = {h.column for h in data.score_hists + data.bookkeeping_hists}
+    assert {"object_motion", "camera_jitter", "camera_speed"} <= charted  # camera vs scene motion, per clip
