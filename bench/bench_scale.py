@@ -100,17 +100,22 @@ def one(clips: int, clips_per_video: int, executor_name: str, work: Path, videos
         record["driver_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
         record["s_per_million_clips"] = round(record["run_s"] / (record["clips"] / 1e6), 2)
         record["clips_in_manifest"], record["kept"] = summary.clips, summary.kept
+        record["driver_peak_rss_mb_run"] = round(rss.peak_mb, 1)  # the run alone (the kernel's max so far)
+        rss.peak = 0
         begun = time.perf_counter()
         from dashboard.data import collect
 
         collect(str(output))
         record["report_data_s"] = round(time.perf_counter() - begun, 2)
-        begun = time.perf_counter()
+        record["peak_rss_mb_report"] = round(rss.peak / 2**20, 1)
+        rss.peak = 0
+        begun, cpu = time.perf_counter(), time.process_time()
         plans = []
         run_pipeline(pipeline, inputs, str(output), executor, dry_run=True, on_plan=plans.append)
         record["rerun_check_s"] = round(time.perf_counter() - begun, 2)
+        record["rerun_check_cpu_s"] = round(time.process_time() - cpu, 2)
+        record["peak_rss_mb_rerun_check"] = round(rss.peak / 2**20, 1)
         record["rerun_pending_videos"] = len(plans[0].pending_videos)  # 0: the rerun would compute nothing
-    record["driver_peak_rss_mb"] = round(rss.peak_mb, 1)
     files = count_files(output)
     record["files"] = files
     record["files_per_million_clips"] = round(files["all"] / (record["clips"] / 1e6), 1)
