@@ -100,19 +100,29 @@ def frame_times(path: str) -> np.ndarray:
     return np.asarray(pts) - pts[0]
 
 
-def worker(detector: str, paths: list[str]) -> None:
-    """One process, every file: what `vde run` does (start-up, imports, model load included)."""
+def worker(detector: str, paths: list[str], parallel: int = 1) -> None:
+    """One process, every file: what `vde run` does (start-up, imports, model load included), ``parallel``
+    files at once as the split stage's ``parallel_videos`` does."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from engine.scenes import DetectorConfig, detect_transitions, plan_clips
 
-    cfg = DetectorConfig(detector=detector)
-    for path in paths:
+    cfg = DetectorConfig(detector=detector, parallel_videos=max(1, parallel))
+
+    def one(path: str) -> str:
         try:
+            begun = time.perf_counter()
             t = detect_transitions(path, cfg)
             spans = [(s.start, s.end) for s in plan_clips(t, 2.0, 10.0, 16)]
-            print(json.dumps({"path": path, "cuts": t.cuts, "gradual": [list(g) for g in t.gradual], "spans": spans,
-                              "gated": t.gated_windows, "windows": t.windows}), flush=True)
+            return json.dumps({"path": path, "cuts": t.cuts, "gradual": [list(g) for g in t.gradual], "spans": spans,
+                               "gated": t.gated_windows, "windows": t.windows,
+                               "seconds": round(time.perf_counter() - begun, 3)})
         except Exception as exc:  # noqa: BLE001 - a file that fails counts as finding nothing
-            print(json.dumps({"path": path, "cuts": [], "gradual": [], "spans": [], "error": str(exc)}), flush=True)
+            return json.dumps({"path": path, "cuts": [], "gradual": [], "spans": [], "error": str(exc)})
+
+    with ThreadPoolExecutor(max(1, parallel)) as pool:
+        for line in pool.map(one, paths):
+            print(line, flush=True)
 
 
 def cli_spans(found: dict, truth: dict) -> list[tuple[int, int]]:
@@ -158,10 +168,11 @@ def main() -> None:
     parser.add_argument("--shared", default=str(SHARED), help="folder with videos/ and ground_truth.json")
     parser.add_argument("--long", type=int, default=0, help="add this many 2-minute 640x360 synthetic videos")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "split.json"))
+    parser.add_argument("--parallel", type=int, default=1, help="files split at once by vde (threads)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.worker:
-        return worker(args.worker, rest)
+        return worker(args.worker, rest, args.parallel)
 
     with tempfile.TemporaryDirectory() as tmp:
         truth = {**shared_truth(Path(args.shared)), **synthetic_truth(Path(tmp), args.long)}
@@ -170,7 +181,11 @@ def main() -> None:
         results, per_file = {}, {Path(p).name: {"truth_cuts": truth[p]["cuts"], "truth_gradual": truth[p]["gradual"]}
                                  for p in paths}
         begun = time.perf_counter()
-        found = {p: run_cli(p) for p in paths}
+        found = {}
+        for p in paths:
+            started = time.perf_counter()
+            found[p] = run_cli(p)
+            per_file[Path(p).name]["cli_seconds"] = round(time.perf_counter() - started, 3)
         seconds = time.perf_counter() - begun
         results["cli detect-content"] = summarise([score(found[p], truth[p], cli_spans(found[p], truth[p]))
                                                    for p in paths], frames, seconds)
@@ -178,7 +193,8 @@ def main() -> None:
             per_file[Path(p).name]["cli"] = found[p]["cuts"]
         for detector in args.detectors.split(","):
             begun = time.perf_counter()
-            out = subprocess.run([sys.executable, __file__, "--worker", detector, *paths], capture_output=True,
+            out = subprocess.run([sys.executable, __file__, "--worker", detector, "--parallel", str(args.parallel),
+                                  *paths], capture_output=True,
                                  text=True, check=True,
                                  env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})
             seconds = time.perf_counter() - begun
@@ -189,7 +205,8 @@ def main() -> None:
                 results[f"vde {detector}"]["gated_windows"] = f"{sum(r.get('gated', 0) for r in found.values())} of " \
                                                               f"{sum(r.get('windows', 0) for r in found.values())}"
             for p in paths:
-                per_file[Path(p).name][detector] = {"cuts": found[p]["cuts"], "gradual": found[p]["gradual"]}
+                per_file[Path(p).name][detector] = {"cuts": found[p]["cuts"], "gradual": found[p]["gradual"],
+                                                    "seconds": found[p].get("seconds")}
     cli_fps = results["cli detect-content"]["frames_per_s"]
     for r in results.values():
         r["x_cli"] = round(r["frames_per_s"] / cli_fps, 2)

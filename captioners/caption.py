@@ -20,7 +20,7 @@ from captioners.frames import FrameFeeder, FramePlan, plan_clip
 from captioners.prompts import DENSE_CAPTION_PROMPT
 from engine.tiny import resolve_name
 from engine.models import ModelStage
-from engine.stage import ModelRef, Resources, RunContext, mark_error
+from engine.stage import ModelRef, Resources, RunContext, mark_error, with_tokens
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class Caption(ModelStage):
     """Dense caption of each kept clip; ``caption_untrained`` marks captions from random-weight test models."""
 
     name: ClassVar[str] = "caption"
+    generates_tokens: ClassVar[bool] = True  # tokens per clip go to the run's tokens/s
     reads: ClassVar[tuple[str, ...]] = ("uri", "clip_id", "start_frame", "end_frame", "fps", "display_width",
                                         "display_height")
     adds: ClassVar[dict[str, pa.DataType]] = {
@@ -103,6 +104,7 @@ class Caption(ModelStage):
             bounds.append((start, end))
             start = end
         out = [dict(r) for r in rows]
+        generated = [0] * len(rows)
         for lo, hi in bounds:
             todo, clips = [], []
             for i in range(lo, hi):
@@ -118,4 +120,5 @@ class Caption(ModelStage):
             for i, clip, text, n in zip(todo, clips, captions, tokens):
                 out[i].update(caption=text, caption_model=self.model, caption_untrained=self.vlm.untrained,
                               caption_frames=len(clip.frames), caption_tokens=n)
-        return pa.Table.from_pylist(out)
+                generated[i] = n
+        return with_tokens(pa.Table.from_pylist(out), self.name, generated)

@@ -18,7 +18,7 @@ from captioners.prompts import CATEGORIES, CATEGORY_NAMES, categorize_prompt
 from engine.tiny import resolve_name
 from engine.manifest import Manifest
 from engine.models import ModelStage
-from engine.stage import ModelRef, Resources, RunContext
+from engine.stage import ModelRef, Resources, RunContext, with_tokens
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class Categorize(ModelStage):
     """Sort each caption into one category of the fixed taxonomy."""
 
     name: ClassVar[str] = "categorize"
+    generates_tokens: ClassVar[bool] = True  # tokens per clip go to the run's tokens/s
     reads: ClassVar[tuple[str, ...]] = ("caption",)
     adds: ClassVar[dict[str, pa.DataType]] = {"category": pa.string(), "category_model": pa.string(),
                                               "category_untrained": pa.bool_()}
@@ -64,11 +65,14 @@ class Categorize(ModelStage):
         rows = [dict(r) for r in batch.to_pylist()]
         todo = [i for i, r in enumerate(rows) if r.get("caption")]
         prompts = [categorize_prompt(strip_label(rows[i]["caption"])) for i in todo]
+        self.llm.generated.clear()
         picks = self.llm.choose(prompts, list(CATEGORY_NAMES), batch=self.llm_batch) if prompts else []
-        for i, k in zip(todo, picks):
+        tokens = [0] * len(rows)
+        for i, k, n in zip(todo, picks, self.llm.generated):
             rows[i].update(category=CATEGORY_NAMES[k], category_model=self.model,
                            category_untrained=self.llm.untrained)
-        return pa.Table.from_pylist(rows)
+            tokens[i] = n
+        return with_tokens(pa.Table.from_pylist(rows), self.name, tokens)
 
     def finalize(self, ctx: RunContext, clips: pa.Table) -> None:
         """Write the category distribution of kept clips to ``<out>/categories.json`` (rewritten each run)."""

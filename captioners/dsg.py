@@ -30,7 +30,7 @@ from captioners.prompts import (DSGCounts, dsg_answer_prompt, dsg_counts, dsg_me
 from engine.manifest import Manifest
 from engine.tiny import resolve_name
 from engine.models import ModelStage
-from engine.stage import ModelRef, Resources, RunContext, mark_error
+from engine.stage import ModelRef, Resources, RunContext, mark_error, with_tokens
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class DSGVideo(ModelStage):
     """DSG-Video hallucination check of the captions of a sample of kept clips."""
 
     name: ClassVar[str] = "dsg_video"
+    generates_tokens: ClassVar[bool] = True  # tokens per clip go to the run's tokens/s
     reads: ClassVar[tuple[str, ...]] = ("caption", "uri", "clip_id", "start_frame", "end_frame", "fps",
                                         "display_width", "display_height")
     adds: ClassVar[dict[str, pa.DataType]] = {**{c: pa.int32() for c in COUNT_COLUMNS}, "dsg_detail": pa.string()}
@@ -108,8 +109,12 @@ class DSGVideo(ModelStage):
             plans[i] = plan_clip(rows[i], self.model, self.frames, self.max_pixels)
         self.feeder.submit(rows, plans)
         sentences = {i: split_sentences(strip_label(rows[i]["caption"])) for i in todo}
+        self.writer.generated.clear()
         texts = self.writer.generate([dsg_question_prompt(sentences[i]) for i in todo], self.question_tokens,
                                      repetition_penalty=1.05) if todo else []
+        tokens = [0] * len(rows)
+        for i, n in zip(todo, self.writer.generated):
+            tokens[i] = n
         for i, text in zip(todo, texts):
             frames = self.feeder.result(i)
             if isinstance(frames, str):
@@ -120,7 +125,7 @@ class DSGVideo(ModelStage):
             rows[i].update(dsg_objects=counts.objects, dsg_hallucinated=counts.hallucinated,
                            dsg_sentences=counts.sentences, dsg_sentences_hallucinated=counts.sentences_hallucinated,
                            dsg_detail=json.dumps(detail))
-        return pa.Table.from_pylist(rows)
+        return with_tokens(pa.Table.from_pylist(rows), self.name, tokens)
 
     def check_caption(self, sentences: list[str], llm_text: str, frames: list) -> tuple[DSGCounts, dict]:
         """Counts and details for one caption, given the LLM's question list and the clip's frames."""

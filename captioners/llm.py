@@ -25,6 +25,7 @@ class TextLLM:
         self.model, self.tokenizer, self.name, self.untrained, self.device = model, tokenizer, name, untrained, device
         self.tokenizer.padding_side = "left"
         self.eos_ids, self.pad_id = stop_tokens(model, tokenizer)
+        self.generated: list[int] = []  # tokens of each answer, in order, since the caller last cleared it
 
     @classmethod
     def load(cls, name: str, field: str = "model", device: str = "auto", precision: str = "auto") -> "TextLLM":
@@ -59,7 +60,9 @@ class TextLLM:
     def _generate(self, inputs, **kw) -> list[list[int]]:
         out = self.model.generate(**inputs, do_sample=False, temperature=None, top_p=None, top_k=None,
                                   pad_token_id=self.pad_id, **kw)
-        return [cut_at_eos(row, self.eos_ids, keep_eos=False) for row in out[:, inputs["input_ids"].shape[1]:].tolist()]
+        rows = [cut_at_eos(row, self.eos_ids, keep_eos=False) for row in out[:, inputs["input_ids"].shape[1]:].tolist()]
+        self.generated += [len(r) for r in rows]
+        return rows
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], max_new_tokens: int, repetition_penalty: float = 1.0,

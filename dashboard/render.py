@@ -131,6 +131,48 @@ def _errors(d: ReportData) -> str:
                     '</div></div>')
 
 
+def _throughput(metrics: dict | None) -> str:
+    """run.json's per-stage metrics (engine.metrics): the table ``vde inspect`` prints, with a bar of how busy
+    each stage's workers were."""
+    stages = (metrics or {}).get("stages") or {}
+    if not stages:
+        return ""
+    tokens = any("tokens_per_s" in m for m in stages.values())
+
+    def cell(key: str, value, text: str) -> str:  # noqa: ANN001 - a number or None
+        raw = "" if value is None else _e(json.dumps(value))
+        return f"<td class='n' data-key='{key}' data-value='{raw}'>{_e(text)}</td>"
+
+    def num(value, spec: str = ",.1f") -> str:  # noqa: ANN001
+        return "–" if value is None else format(value, spec)
+
+    rows = []
+    for name, m in stages.items():
+        busy = m.get("busy_fraction")
+        bar = (f"<div class='busybar' title='{100 * busy:.0f}% busy'><span style='width:{min(100.0, 100 * busy):.1f}%'>"
+               f"</span></div>") if busy is not None else ""
+        queue = "–" if m.get("queue_depth_mean") is None else \
+            f"{m['queue_depth_mean']:,.1f} / {m['queue_depth_max']:,} {m.get('queue_unit') or ''}"
+        cells = [cell("rows_in", m.get("rows_in"), num(m.get("rows_in"), ",")),
+                 cell("rows_out", m.get("rows_out"), num(m.get("rows_out"), ",")),
+                 cell("workers", m.get("workers"), num(m.get("workers"), ",")),
+                 cell("rows_per_s", m.get("rows_per_s"), num(m.get("rows_per_s"))),
+                 f"<td class='busy' data-key='busy_fraction' data-value='{'' if busy is None else busy}'>{bar}"
+                 f"<span class='n'>{num(None if busy is None else 100 * busy, '.0f')}%</span></td>",
+                 cell("wait_s", m.get("wait_s"), num(m.get("wait_s"), ",.2f")),
+                 cell("queue_depth_mean", m.get("queue_depth_mean"), queue)]
+        if tokens:
+            cells.append(cell("tokens_per_s", m.get("tokens_per_s"), num(m.get("tokens_per_s")) if "tokens_per_s" in m
+                              else ""))
+        rows.append(f"<tr data-stage='{_e(name)}'><td class='mono'>{_e(name)}</td>{''.join(cells)}</tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("stage", "rows in", "rows out", "workers", "rows/s", "busy", "wait s",
+                                             "queue mean / max") + (("tokens/s",) if tokens else ()))
+    return (f'<div class="card" id="throughput" style="margin-top:14px"><h3>Throughput per stage</h3>'
+            f'<div class="sub">this run only, {metrics.get("wall_s", 0):,.1f} s start to commit; busy: the share '
+            f'of its workers\' time inside the stage; queue: what waited at its input</div>'
+            f'<table class="t"><tr>{head}</tr>{"".join(rows)}</table></div>')
+
+
 def _run(d: ReportData) -> str:
     run = d.run
     if not run:
@@ -173,6 +215,7 @@ def _run(d: ReportData) -> str:
             f'<div class="card"><h3>Thresholds and limits</h3><table class="t"><tr><th>key</th><th>value</th>'
             f'<th>column</th><th></th></tr>{thr or "<tr><td colspan=4 class=muted>none</td></tr>"}</table></div>'
             f'<div class="card"><h3>Versions</h3><table class="t">{versions}</table></div></div>'
+            + _throughput(run.get("metrics")) +
             f'<div class="card" style="margin-top:14px"><h3>Stages</h3><table class="t">{stages}</table>'
             f'<details><summary>pipeline file</summary><pre>{_e(p.get("text", ""))}</pre></details>'
             + (f'<details><summary>earlier runs</summary><table class="t"><tr><th>started</th><th>clips</th>'

@@ -61,6 +61,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="recompute every stage, reusing no stored result")
     parser.add_argument("--from", dest="from_stage", metavar="STAGE", default=None,
                         help="recompute this stage and every later one; reuse the stages before it")
+    parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                        help="serve per-stage counters for Prometheus on this port while the run goes on "
+                             "(needs vde[metrics])")
 
 
 def _load_pipeline(name: str):
@@ -99,6 +102,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"[bold]{title}[/bold]\n" + "\n".join(f"  {line}" for line in plan.describe()))
 
     executor = _executor(args)
+    stop_metrics = None
+    if args.metrics_port is not None and not args.dry_run:
+        from engine.prometheus import serve
+
+        stop_metrics = serve(args.metrics_port, executor.metrics)  # a missing package: one message, exit 2
     try:
         import contextlib
 
@@ -121,6 +129,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                       f"finished work is kept and the rest is redone.[/red]")
         return 3
     finally:
+        if stop_metrics is not None:
+            stop_metrics()
         if hasattr(executor, "shutdown"):
             executor.shutdown()
     if args.dry_run:
@@ -185,6 +195,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for stage, seconds in s["stage_seconds"].items():
         timing.add_row(stage, f"{seconds:.2f}")
     console.print(timing)
+    if run.get("metrics"):
+        console.print(_metrics_table(run["metrics"]))
     rows = []
     for name in ("videos", "clips"):
         try:
@@ -268,6 +280,28 @@ def _print_summary(summary) -> None:
         for cause, count in summary.errors_by_cause.items():
             causes.add_row(cause, str(count))
         console.print(causes)
+
+
+def _metrics_table(metrics: dict) -> Table:
+    """run.json's per-stage metrics (engine.metrics) as one table."""
+    def num(value, fmt: str = "{:,.1f}") -> str:  # noqa: ANN001 - a number or None
+        return "-" if value is None else fmt.format(value)
+
+    stages = metrics.get("stages", {})
+    tokens = any("tokens_per_s" in m for m in stages.values())
+    units = sorted({m["queue_unit"] for m in stages.values() if m.get("queue_unit")})
+    table = Table(title=f"per-stage throughput (run wall {metrics.get('wall_s', 0):.1f} s)",
+                  caption=f"busy: of its workers' time; queue: mean/max {' or '.join(units)} waiting at its input"
+                  if units else "busy: of its workers' time")
+    for name in ("stage", "in", "out", "workers", "rows/s", "busy", "wait s", "queue") + (("tokens/s",) if tokens else ()):
+        table.add_column(name, justify="left" if name == "stage" else "right")
+    for stage, m in stages.items():
+        queue = "-" if m.get("queue_depth_mean") is None else f"{m['queue_depth_mean']:,.1f}/{m['queue_depth_max']:,}"
+        busy = None if m.get("busy_fraction") is None else 100 * m["busy_fraction"]
+        cells = [stage, f"{m['rows_in']:,}", f"{m['rows_out']:,}", str(m["workers"]), num(m.get("rows_per_s")),
+                 num(busy, "{:.0f}%"), num(m.get("wait_s"), "{:,.2f}"), queue]
+        table.add_row(*cells, *([num(m.get("tokens_per_s")) if "tokens_per_s" in m else ""] if tokens else []))
+    return table
 
 
 def _print_drops(videos: int, shots: dict[str, int]) -> None:

@@ -26,6 +26,7 @@ from engine import generation
 from engine.barrier import run_segments
 from engine.content import ContentIds
 from engine.generation import RUN_FILE
+from engine.gpu import GpuSampler
 from engine.io import VIDEO_EXTENSIONS, InputError, _http_cause, _protocol, check_regular, list_inputs, mark_duplicates
 from engine.manifest import Manifest, error_counts
 from engine.partitions import Spool, discard_spools, partition_count
@@ -160,6 +161,10 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
         close_stores(run_id)
         return _summary(videos, videos.slice(0, 0), videos.slice(0, 0), {}, {}, plan, changes, started, output)
 
+    meter = getattr(executor, "metrics", None)  # engine.metrics.RunMeter: this run's numbers only
+    if meter is not None:
+        meter.clear()
+        meter.expect(names)
     marker = generation.begin(output, run_id)
     ids.save()
     discard_spools(output)  # rows of a run that was killed: its results store has what it finished
@@ -199,6 +204,8 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
     def clips_after(rows: pa.Table, index: int) -> pa.Table:
         return manifest.compact(rows, schemas[index], pipeline.video_columns(), video_stages, write=False)[1]
 
+    gpu = GpuSampler()  # NVML on this machine; nothing where there is none
+    gpu.start()
     try:
         table, barrier_seconds = run_segments(pipeline, first_segment, ctx, executor, clips_after)
         if not streaming:
@@ -206,6 +213,7 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
         del table
         spool.flush()
     except BaseException as exc:
+        gpu.stop()
         generation.set_phase(output, marker, generation.FAILED, describe(exc))
         raise
     close_stores(run_id)  # flushes what this process still buffers; frees the loaded stores
@@ -228,7 +236,17 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
                 clips = manifest.add_clip_columns(clips, added, bounds)
     summary = _summary(videos, video_table, clips, stage_seconds, {n: stage_rows.get(n, 0) for n in names}, plan,
                        changes, started, output)
-    _write_run_file(manifest, pipeline, fingerprints, inputs, executor, summary, started, marker)
+    metrics, gpu_metrics = None, gpu.stop()
+    if meter is not None:
+        generates = {s.name for s in stages if s.generates_tokens}
+        metrics = meter.summary(time.time() - started, generates.__contains__)
+        if gpu_metrics is not None:
+            metrics["gpu"] = gpu_metrics
+        for key, seconds in stage_seconds.items():  # "dedup (barrier)", "shard (finalize)": on the driver
+            stage, _, what = key.partition(" (")
+            if what and stage in metrics["stages"]:
+                metrics["stages"][stage]["finalize_s"] = round(seconds, 4)
+    _write_run_file(manifest, pipeline, fingerprints, inputs, executor, summary, started, marker, metrics)
     generation.finish(output)
     for stage, fp, schema in zip(stages, fingerprints, schemas):  # many small parts into few, one store at a time
         ResultStore(output, stage, fp, schema).consolidate()
@@ -274,7 +292,7 @@ def _shot_drops(videos: pa.Table, clips: pa.Table) -> dict:
 
 
 def _write_run_file(manifest: Manifest, pipeline: Pipeline, fingerprints: list[str], inputs: str, executor,
-                    summary: RunSummary, started: float, marker: dict) -> None:
+                    summary: RunSummary, started: float, marker: dict, metrics: dict | None = None) -> None:
     """The generation record, written last: its rename is the commit."""
     history = []
     if manifest.exists(RUN_FILE):
@@ -297,5 +315,6 @@ def _write_run_file(manifest: Manifest, pipeline: Pipeline, fingerprints: list[s
         "finished": datetime.now(timezone.utc).isoformat(),
         "versions": versions(),
         "summary": asdict(summary),
+        "metrics": metrics,  # per-stage throughput, busy fraction, queue depth (engine.metrics); this run only
         "history": history[-20:],
     })

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -54,8 +55,9 @@ class DetectorConfig:
     threshold: float = 0.0  # detector threshold; 0 = that detector's default (transnetv2: 0.5)
     device: str = "auto"  # transnetv2: auto (cuda when visible) | cpu | cuda | cuda:N
     batch_windows: int = 0  # transnetv2: windows per forward pass; 0 = 8 on a GPU, 1 on a CPU (~170 MB each)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # transnetv2: auto = bf16 where the hardware has it
-    gate_threshold: float = 2.7  # transnetv2: windows that never leave this content score skip the net; 0 = off
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # transnetv2: auto = bf16 on a GPU, fp32 on a CPU
+    runtime: Literal["auto", "onnx", "torch"] = "auto"  # transnetv2: auto = ONNX Runtime for fp32 on a CPU, else torch
+    gate_threshold: float = 15.0  # transnetv2: windows whose 25-frame content change stays below skip the net; 0 = off
     min_scene_frames: int = 8  # cuts closer than this to the previous one are ignored
     gradual: bool = True  # find fades and dissolves
     gradual_low: float = 0.4  # mean |frame difference| (0-255) that may start a gradual transition
@@ -64,7 +66,8 @@ class DetectorConfig:
     blend_tolerance: float = 0.35  # max residual of the blend fit, relative to the endpoint difference
     solid_std: float = 2.5  # luma standard deviation below which a frame is solid (one flat colour)
     dark_std: float = 6.0  # a near-black or near-white frame counts as solid below this deviation
-    decode_threads: int = 0  # FFmpeg decoder threads per video; 0 = one per core (1 when videos run in parallel)
+    decode_threads: int = 0  # FFmpeg decoder threads per video; 0 = the cores shared among parallel_videos
+    parallel_videos: int = 1  # videos of a batch split at once (threads: decoding releases the GIL); a GPU host wants 8
 
 
 def _make_detector(cfg: DetectorConfig, fps: float):
@@ -157,7 +160,7 @@ def _detect_transnet(path: str, cfg: DetectorConfig) -> Transitions:
     from engine.transnet import StreamingTransNet
 
     net = StreamingTransNet(device=cfg.device, batch_windows=cfg.batch_windows, precision=cfg.precision,
-                            gate_threshold=cfg.gate_threshold)
+                            gate_threshold=cfg.gate_threshold, runtime=cfg.runtime)
     with _open(path, cfg) as (container, stream):
         time_base = float(stream.time_base or 1)
         fps = float(stream.average_rate or stream.guessed_rate or 25)
@@ -196,7 +199,7 @@ class _open:
             raise VideoError("no video stream")
         stream = self.container.streams.video[0]
         stream.thread_type = "AUTO"
-        stream.codec_context.thread_count = cfg.decode_threads
+        stream.codec_context.thread_count = cfg.decode_threads or max(1, (os.cpu_count() or 1) // cfg.parallel_videos)
         # Detectors look at small frames, where deblocking changes nothing; skipping it decodes H.264
         # about 1.4x faster (bench/bench_split.py).
         stream.codec_context.options = {"skip_loop_filter": "all"}
@@ -412,6 +415,8 @@ class SceneSplit(Stage, DetectorConfig):
         if self.max_clip_s and self.max_clip_s < 2 * self.min_clip_s:
             problems.append(f"'max_clip_s' ({self.max_clip_s}) must be at least twice 'min_clip_s' "
                             f"({self.min_clip_s}) so that chunks of long shots are never too short")
+        if self.parallel_videos < 1:
+            problems.append(f"'parallel_videos' ({self.parallel_videos}) must be >= 1")
         if self.gradual_low <= 0 or self.gradual_high <= self.gradual_low:
             problems.append("need 0 < 'gradual_low' < 'gradual_high'")
         if self.detector == "transnetv2":
@@ -420,13 +425,16 @@ class SceneSplit(Stage, DetectorConfig):
                                 "(or 0 for its default, 0.5)")
             if self.batch_windows < 0 or self.gate_threshold < 0:
                 problems.append("need 'batch_windows' >= 0 (0 = auto) and 'gate_threshold' >= 0 (0 turns the gate off)")
+            if self.runtime == "onnx" and (self.device.startswith("cuda") or self.precision not in ("auto", "fp32")):
+                problems.append("'runtime: onnx' runs fp32 on the CPU: set 'device: cpu' and 'precision: fp32' "
+                                "(or 'runtime: torch')")
             from engine.models import device_problems
 
             problems += device_problems(self.device)
         return problems
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
-        return map_rows(batch, self.name, self._split)
+        return map_rows(batch, self.name, self._split, threads=self.parallel_videos)
 
     def _split(self, row: dict) -> list[dict]:
         try:

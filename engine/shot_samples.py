@@ -15,7 +15,7 @@ import av
 import cv2
 import numpy as np
 
-from engine.synthetic import transition_frames
+from engine.synthetic import splice_transition
 
 
 @dataclass(kw_only=True, slots=True)
@@ -106,14 +106,7 @@ def make_shots(path: str | Path, shots: list[Shot], joins: list[Join], width: in
             if join.kind == "cut":
                 truth.cuts.append(len(out))
             else:
-                n = join.frames
-                tail = out[-n:]
-                del out[-n:]
-                truth.shots[-1][1] -= n
-                first = len(out)
-                out.extend(transition_frames(tail, frames[:n], join.kind))
-                truth.gradual.append([first, len(out) - 1])
-                frames = frames[n:]
+                frames = splice_transition(out, frames, join.kind, join.frames, truth.shots, truth.gradual)
             start = len(out)
         out.extend(frames)
         truth.shots.append([start, len(out) - 1])

@@ -50,6 +50,7 @@ ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.E
 CLIPS_IN_VIDEO = "clips_in_video"
 TIMING_PREFIX = "_sec_"
 RAN_PREFIX = "_ran_"  # 1 on rows the stage computed in this run, 0 on rows completed from stored results
+TOKENS_PREFIX = "_tokens_"  # tokens a generating stage produced per row (with_tokens); summed by engine.metrics
 
 
 @dataclass(kw_only=True, slots=True)
@@ -117,6 +118,7 @@ class Stage:
     # A barrier's finalize runs on the driver once every video has passed the stages before it, and its
     # columns join the clips before the stages after it run (engine/barrier.py), e.g. dedup before caption.
     barrier: ClassVar[bool] = False
+    generates_tokens: ClassVar[bool] = False  # a text generator: it reports tokens per row (with_tokens)
 
     resources: Resources = field(default_factory=Resources)  # per-worker resources for the Ray executor
     batch_size: int = 8  # rows per process_batch call
@@ -326,6 +328,12 @@ def _add_timing(table: pa.Table, stage: str, per_row: float, ran: int) -> pa.Tab
         else:
             table = table.append_column(name, column)
     return table
+
+
+def with_tokens(table: pa.Table, stage: str, counts: list[int]) -> pa.Table:
+    """``table`` with the tokens ``stage`` generated for each row: the run's tokens/s (engine.metrics) counts
+    them; like the timing columns they never reach a manifest."""
+    return table.append_column(TOKENS_PREFIX + stage, pa.array(counts, pa.int64()))
 
 
 def map_rows(batch: pa.Table, stage: str, fn: Callable[[dict], dict | list[dict]], threads: int = 1) -> pa.Table:

@@ -104,6 +104,20 @@ def transition_frames(tail: list[np.ndarray], head: list[np.ndarray], kind: str)
     return out
 
 
+def splice_transition(out: list[np.ndarray], head: list[np.ndarray], kind: str, frames: int,
+                      shots: list[list[int]], gradual: list[list[int]]) -> list[np.ndarray]:
+    """Join the next shot (``head``) to ``out`` by a ``frames``-long fade or dissolve that replaces the last
+    frames of ``out`` and the first of ``head``; the previous shot's last clean frame (``shots[-1]``) and the
+    transition's frames (appended to ``gradual``) are recorded. Returns what is left of ``head``."""
+    tail = out[-frames:]
+    del out[-frames:]
+    shots[-1][1] -= frames
+    first = len(out)
+    out.extend(transition_frames(tail, head[:frames], kind))
+    gradual.append([first, len(out) - 1])
+    return head[frames:]
+
+
 def make_video(path: str | Path, scenes: list[Scene], transitions: list[Transition], width: int = 320,
                height: int = 180, fps: int = 25, codec: str = "libx264", crf: int = 20) -> GroundTruth:
     """Render and encode the video; return where its cuts and transitions are."""
@@ -119,15 +133,7 @@ def make_video(path: str | Path, scenes: list[Scene], transitions: list[Transiti
             if tr.kind == "cut":
                 truth.cuts.append(len(out))
             elif tr.kind in ("fade", "dissolve"):
-                # The transition replaces the last frames of the previous scene and the first of this one.
-                n = tr.frames
-                tail = out[-n:]
-                del out[-n:]
-                truth.shots[-1][1] -= n
-                first = len(out)
-                out.extend(transition_frames(tail, frames[:n], tr.kind))
-                truth.gradual.append([first, len(out) - 1])
-                frames = frames[n:]
+                frames = splice_transition(out, frames, tr.kind, tr.frames, truth.shots, truth.gradual)
             else:
                 raise ValueError(f"unknown transition '{tr.kind}'")
             start = len(out)

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 
 import pyarrow as pa
 
+from engine.metrics import RunMeter, metered, stamp
 from engine.pipeline import Pipeline
-from engine.stage import EnvironmentFault, RunContext, Stage, run_stage, teardown_if_set_up
+from engine.stage import EnvironmentFault, RunContext, Stage, teardown_if_set_up
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ class _StageWorker:
         self.stage, self.ctx, self.schema, self.index = stage, ctx, schema, index
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return run_stage(self.stage, batch, self.ctx, self.schema, self.index)
+        return stamp(*metered(self.stage, batch, self.ctx, self.schema, self.index))
 
     def __del__(self) -> None:  # Ray Data drops the UDF when it shuts the actor down gracefully
         teardown_if_set_up(self.stage, self.ctx)
@@ -37,7 +39,7 @@ class _StageWorker:
 
 def _stateless(stage: Stage, ctx: RunContext, schema: dict, index: int) -> Callable[[pa.Table], pa.Table]:
     def apply(batch: pa.Table) -> pa.Table:
-        return run_stage(stage, batch, ctx, schema, index)
+        return stamp(*metered(stage, batch, ctx, schema, index))
 
     apply.__name__ = stage.name
     return apply
@@ -71,6 +73,52 @@ def _cpu_requests(pipeline: Pipeline, cpus: float, embedded: bool) -> list[float
     return [min(c, share) for c in asked]
 
 
+QUEUE_SAMPLE_S = 0.05  # at most one queue-depth sample per operator this often
+
+
+class _DriverOnly:
+    """Holds the meter for the callback below. Ray Data ships its context (callback classes included) to the
+    workers: there the reference arrives empty instead of copying the meter (and its lock) along."""
+
+    def __init__(self, meter: RunMeter | None):
+        self.meter = meter
+
+    def __reduce__(self):  # noqa: ANN204 - pickle protocol
+        return _DriverOnly, (None,)
+
+
+def _queue_sampler(data_ctx, meter: RunMeter, stages: list[str]) -> type | None:
+    """Registers an execution callback that samples the blocks queued at each operator's input into
+    ``meter``; returns its class (to unregister), or None where this Ray Data has no such hook. An operator
+    that Ray Data fused from several stages ("MapBatches(a)->MapBatches(b)") shows the queue of its first."""
+    try:
+        from ray.data._internal.execution.execution_callback import ExecutionCallback
+    except ImportError:
+        return None
+    last, ref = [0.0], _DriverOnly(meter)
+
+    def on_execution_step(self, executor) -> None:  # noqa: ANN001 - Ray Data's StreamingExecutor
+        now, meter = time.monotonic(), ref.meter
+        if meter is None or now - last[0] < QUEUE_SAMPLE_S:
+            return
+        last[0] = now
+        try:
+            position = 0
+            for op, state in executor._topology.items():
+                fused = op.name.count("->") + 1
+                if not op.input_dependencies:  # the input buffer, not a stage
+                    continue
+                if position < len(stages) and not op.has_execution_finished():
+                    meter.queue(stages[position], state.total_enqueued_input_blocks(), "blocks")
+                position += fused
+        except Exception:  # noqa: BLE001 - Ray Data internals changed: no queue depths, the run goes on
+            log.debug("no queue depths from Ray Data", exc_info=True)
+
+    sampler = type("QueueSampler", (ExecutionCallback,), {"on_execution_step": on_execution_step})
+    data_ctx.custom_execution_callback_classes.append(sampler)
+    return sampler
+
+
 class RayExecutor:
     name = "ray"
 
@@ -78,6 +126,7 @@ class RayExecutor:
         self.address = address  # None: start an embedded local Ray; "auto" or "HOST:PORT": join a cluster
         self.num_cpus = num_cpus  # logical CPUs of the embedded Ray (default: this machine's cores)
         self.progress = progress
+        self.metrics = RunMeter()  # what each stage did (engine.metrics); the run clears it when it starts
 
     def _init(self) -> None:
         import ray
@@ -108,6 +157,18 @@ class RayExecutor:
         if not self.progress:  # Ray Data says, as a warning, that its bars are off: that is what was asked
             logging.getLogger("ray.data").setLevel(logging.ERROR)
         data_ctx.max_errored_blocks = 0
+        self.metrics.expect([stage.name for stage in pipeline.stages])
+        # before the dataset exists: it keeps a copy of the context it was made in
+        sampler = _queue_sampler(data_ctx, self.metrics, [stage.name for stage in pipeline.stages])
+        try:
+            self._execute(pipeline, videos, ctx, sink)
+        finally:
+            if sampler is not None:
+                data_ctx.custom_execution_callback_classes.remove(sampler)
+
+    def _execute(self, pipeline: Pipeline, videos: pa.Table, ctx: RunContext, sink: Callable[[pa.Table], None]) -> None:
+        import ray
+
         n_blocks = max(1, min(videos.num_rows, 64))
         step = -(-videos.num_rows // n_blocks)
         blocks = [videos.slice(i, step) for i in range(0, videos.num_rows, step)]
@@ -128,7 +189,7 @@ class RayExecutor:
         rows = 0
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                sink(batch)
+                sink(self.metrics.take_spans(batch))  # the spans the workers stamped on the rows
                 rows += batch.num_rows
         except Exception as exc:
             fault = _environment_fault(exc)

@@ -76,6 +76,16 @@ def test_demo_pipeline_captions_categories_dsg(tiny_models: dict, demo_videos, t
     assert dsg["captions"] == len(clips) and dsg["untrained_model"] is True
     assert dsg["total_objects"] == sum(c["dsg_objects"] for c in clips)
     assert dsg["sentences"] == sum(c["dsg_sentences"] for c in clips)
+    # tokens/s counts what each generating stage generated: the caption tokens of every clip, the category
+    # answer of every clip, the DSG question lists
+    metrics = json.loads((out / "run.json").read_text())["metrics"]["stages"]
+    assert metrics["caption"]["tokens"] == sum(c["caption_tokens"] for c in clips)
+    assert metrics["categorize"]["tokens"] >= len(clips)  # at least one token per answer
+    assert metrics["dsg_video"]["tokens"] > 0
+    for name in ("caption", "categorize", "dsg_video"):
+        m = metrics[name]
+        assert m["tokens_per_s"] == pytest.approx(m["tokens"] / m["wall_s"], rel=1e-2)
+    assert "tokens_per_s" not in metrics["probe"]
     # a rerun skips finished videos and rewrites the same reports (finalize is idempotent)
     again = run_pipeline(parse_pipeline(full_yaml(tiny_models)), str(folder), str(out),
                          LocalExecutor(progress=False), on_error="raise")

@@ -137,6 +137,39 @@ def _kept_by_the_filter(run_dir: Path, **override) -> int:
                and all(stage.failure(rule, row[rule.column]) is None for rule in stage.active_rules()))
 
 
+THROUGHPUT = """[...document.querySelectorAll('#throughput tr[data-stage]')].map(r => [r.dataset.stage,
+  Object.fromEntries([...r.querySelectorAll('td[data-key]')].map(c => [c.dataset.key, c.dataset.value === '' ? null
+    : Number(c.dataset.value)])),
+  [...r.querySelectorAll('td')].map(c => c.textContent.trim()),
+  r.querySelector('.busybar span') ? r.querySelector('.busybar span').getBoundingClientRect().width
+    / r.querySelector('.busybar').getBoundingClientRect().width : null])"""
+
+
+def test_run_section_shows_the_throughput_of_every_stage(browser, demo_run):
+    """The Run section's table is run.json's metrics: every stage of the pipeline in order, the numbers a person
+    reads, and a busy bar as long as the busy fraction."""
+    run = json.loads((demo_run / "run.json").read_text())
+    metrics = run["metrics"]["stages"]
+    assert list(metrics) == [s["stage"] for s in run["pipeline"]["stages"]]
+    browser.open((demo_run / "report" / "index.html").as_uri())
+    rows = browser.eval(THROUGHPUT)
+    assert [r[0] for r in rows] == list(metrics)
+    for name, values, texts, bar in rows:
+        m = metrics[name]
+        assert values == {k: m.get(k) for k in values}, name
+        assert texts[1:4] == [f"{m['rows_in']:,}", f"{m['rows_out']:,}", f"{m['workers']:,}"], name
+        if m["busy_fraction"] is None:
+            assert bar is None and m["rows_in"] == 0, name
+        else:
+            assert texts[5] == f"{100 * m['busy_fraction']:.0f}%" and bar == pytest.approx(m["busy_fraction"], abs=0.02)
+    # the demo runs every stage on its videos in this process: one worker each, work done, rows through
+    probe = metrics["probe"]
+    assert probe["rows_in"] == 3 and probe["workers"] == 1 and 0 < probe["busy_fraction"] <= 1
+    assert any(m["rows_out"] > m["rows_in"] for m in metrics.values())  # the splitter
+    assert metrics["caption"]["tokens_per_s"] > 0 and metrics["categorize"]["tokens"] >= probe["rows_out"]
+    assert metrics["dedup"]["rows_in"] == 0 and metrics["dedup"]["finalize_s"] > 0  # a barrier: on the driver
+
+
 def test_threshold_whatif_recomputes_the_kept_count_as_the_filter_would(browser, demo_run):
     browser.open((demo_run / "report" / "index.html").as_uri())
     keys = browser.eval("[...document.querySelectorAll('.wi-rule')].map(r => r.querySelector('label .mono')"
