@@ -245,11 +245,13 @@ def temp_name(path: str) -> str:
     return f"{parent}/{TEMP_PREFIX}{uuid.uuid4().hex}-{name}"
 
 
-def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes, durable: bool = True) -> None:
     """Put ``data`` at ``path`` so that a reader (or a resumed run) never sees half a file.
 
     Local: write a temporary name, fsync it, rename it into place, fsync the folder (the rename itself is
-    only durable once its directory entry is). Object stores: one upload, which replaces the object whole."""
+    only durable once its directory entry is). Object stores: one upload, which replaces the object whole.
+    ``durable=False`` skips the fsyncs (still atomic against a killed process; after a power cut the file
+    may be empty): for files that can be computed again."""
     parent = path.rsplit("/", 1)[0]
     fs.makedirs(parent, exist_ok=True)
     if not is_local_fs(fs):
@@ -260,13 +262,15 @@ def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
         with open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    fsync_dir(parent)
+    if durable:
+        fsync_dir(parent)
 
 
 def fsync_dir(folder: str) -> None:

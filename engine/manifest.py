@@ -13,21 +13,43 @@ import io
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Iterable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.io import join, output_fs, write_atomic
-from engine.stage import CLIPS_IN_VIDEO, ERROR, ERROR_COLUMNS, RAN_PREFIX, TIMING_PREFIX, conform
+from engine.stage import BASE_COLUMNS, CLIPS_IN_VIDEO, ERROR, ERROR_COLUMNS, RAN_PREFIX, TIMING_PREFIX, conform
 
 log = logging.getLogger(__name__)
 
 ROWS_PER_FILE = 500_000
 
 
-def _key(video_id: str, clip_id: str | None) -> str:
-    return clip_id if clip_id is not None else f"{video_id}:video"
+def _keys(table: pa.Table) -> pa.ChunkedArray | pa.Array:
+    """Each row's key: its clip_id, or ``<video_id>:video`` for a row without a clip."""
+    clip = table.column("clip_id")
+    return pc.if_else(pc.is_valid(clip), clip, pc.binary_join_element_wise(table.column("video_id"),
+                                                                          pa.scalar(":video"), ""))
+
+
+def _first_per_key(table: pa.Table, keys: list, last: bool = False, rank: pa.Array | None = None) -> pa.Array:
+    """Positions, ascending, of the first row (``last``: the last) per distinct key; with ``rank``, of the
+    first row of the lowest rank per key. Arrow's group-by: no Python object per row."""
+    n = table.num_rows
+    position = np.arange(n, dtype=np.int64)
+    order = (n - 1 - position) if last else position
+    if rank is not None:
+        order = np.asarray(pc.fill_null(rank, 0).to_numpy(zero_copy_only=False), np.int64) * n + order
+    names = [f"_k{i}" for i in range(len(keys))]
+    grouped = pa.table({**dict(zip(names, keys)), "_order": order}).group_by(names, use_threads=False) \
+        .aggregate([("_order", "min")]).column("_order_min").to_numpy()
+    if rank is not None:
+        grouped = grouped % n if n else grouped
+    chosen = (n - 1 - grouped) if last else grouped
+    return pa.array(np.sort(chosen))
 
 
 class Manifest:
@@ -47,18 +69,14 @@ class Manifest:
         table = conform(table, schema)
         table = table.select([*schema, *sorted(c for c in table.column_names if c not in schema)])
         table = table.cast(pa.schema([pa.field(f.name, schema.get(f.name, f.type)) for f in table.schema]))
-        keys = [_key(v, c) for v, c in zip(table.column("video_id").to_pylist(), table.column("clip_id").to_pylist())]
-        first: dict[str, int] = {}
-        for i, k in enumerate(keys):
-            first.setdefault(k, i)
-        table = table.take(sorted(first.values()))
+        table = table.take(_first_per_key(table, [_keys(table)]))
 
         timing_cols = [c for c in table.column_names if c.startswith("_")]
         clip_rows = table.filter(pc.is_valid(table.column("clip_id")))
         video_rows = self._video_rows(table, [c for c in video_columns if c in table.column_names])
         timings: dict[str, float] = {}
         computed: dict[str, int] = {}
-        one_per_video = table.take(sorted({v: i for i, v in enumerate(table.column("video_id").to_pylist())}.values()))
+        one_per_video = table.take(_first_per_key(table, [table.column("video_id")], last=True))
         for col in timing_cols:
             for prefix, into in ((TIMING_PREFIX, timings), (RAN_PREFIX, computed)):
                 if col.startswith(prefix):
@@ -75,17 +93,45 @@ class Manifest:
             self.write_table("clips", clips)
         return videos, clips, timings, computed
 
-    def add_clip_columns(self, clips: pa.Table, added: pa.Table) -> pa.Table:
-        """Join ``added`` (keyed by clip_id) into the clips manifest and rewrite it."""
+    def compact_partitions(self, parts: Iterable[pa.Table | None], schema: dict[str, pa.DataType],
+                           video_columns: list[str], video_stages: tuple[str, ...] = ()
+                           ) -> tuple[pa.Table, pa.Table, list[int], dict[str, float], dict[str, int]]:
+        """``compact`` one partition at a time (each ``parts`` item: a partition's rows, None when it has none),
+        writing ``part-{k:05d}.parquet`` of videos and clips for partition k. Returns every video and clip
+        (partitions in order: sorted, as one ``compact`` would give them), where each partition's clips begin
+        (then their count), the seconds per stage and the rows each stage computed."""
+        videos, clips, bounds, written = [], [], [0], {"videos": [], "clips": []}
+        timings: dict[str, float] = defaultdict(float)
+        computed: dict[str, int] = defaultdict(int)
+        for index, rows in enumerate(parts):
+            if rows is None:
+                rows = pa.table({c: pa.array([], t) for c, t in {**BASE_COLUMNS, "clip_id": pa.string()}.items()})
+            v, c, seconds, ran = self.compact(rows, schema, video_columns, video_stages, write=False)
+            del rows
+            for name, table in (("videos", v), ("clips", c)):
+                written[name].append(self.write_part(name, index, table))
+            videos.append(v)
+            clips.append(c)
+            bounds.append(bounds[-1] + c.num_rows)
+            for stage, value in seconds.items():
+                timings[stage] += value
+            for stage, value in ran.items():
+                computed[stage] += value
+        for name, keep in written.items():
+            self.remove_parts(name, keep)
+        concat = [pa.concat_tables(t, promote_options="permissive") for t in (videos, clips)]
+        return concat[0], concat[1], bounds, dict(timings), dict(computed)
+
+    def add_clip_columns(self, clips: pa.Table, added: pa.Table, bounds: list[int] | None = None) -> pa.Table:
+        """Join ``added`` (keyed by clip_id) into the clips manifest and rewrite it, one part per partition
+        (``bounds``: each partition's first row, then the row count; default one part)."""
         new = [c for c in added.column_names if c != "clip_id"]
         clips = clips.drop_columns([c for c in new if c in clips.column_names])
         # A positional take instead of Table.join: Arrow's hash join rejects list columns (scene_cuts, ...).
-        position = {cid: i for i, cid in enumerate(added.column("clip_id").to_pylist())}
-        take = pa.array([position.get(cid) for cid in clips.column("clip_id").to_pylist()], pa.int64())
+        take = pc.index_in(clips.column("clip_id"), value_set=added.column("clip_id"))
         for name in new:
             clips = clips.append_column(name, added.column(name).take(take))
-        clips = clips.sort_by([("video_id", "ascending"), ("start_frame", "ascending")])
-        self.write_table("clips", clips)
+        self.write_parts("clips", split_at(clips, bounds or [0, clips.num_rows]))
         return clips
 
     def write_clips(self, clips: pa.Table) -> None:
@@ -96,16 +142,15 @@ class Manifest:
         its clip count."""
         columns = list(dict.fromkeys([*video_columns, CLIPS_IN_VIDEO] if CLIPS_IN_VIDEO in table.column_names
                                      else video_columns))
-        ids = table.column("video_id").to_pylist()
-        clip_ids = table.column("clip_id").to_pylist() if "clip_id" in table.column_names else [None] * len(ids)
-        chosen: dict[str, int] = {}
-        for i, (vid, cid) in enumerate(zip(ids, clip_ids)):
-            if vid not in chosen or (cid is None and clip_ids[chosen[vid]] is not None):
-                chosen[vid] = i  # prefer the clip-less row: it carries the video's own error, if any
-        rows = table.take(sorted(chosen.values())).select(columns)
+        # per video its first clip-less row (it carries the video's own error, if any), else its first row
+        with_clip = pc.is_valid(table.column("clip_id")).cast(pa.int8()) if "clip_id" in table.column_names \
+            else pa.array(np.zeros(table.num_rows, np.int8))
+        chosen = _first_per_key(table, [table.column("video_id")], rank=with_clip)
+        picked = table.take(chosen)
+        rows = picked.select(columns)
         # A clip-level error (a scorer failing on one clip) is not the video's error.
-        has_clips = pc.is_valid(table.take(sorted(chosen.values())).column("clip_id")) if "clip_id" in \
-            table.column_names else pa.array([False] * rows.num_rows)
+        has_clips = pc.is_valid(picked.column("clip_id")) if "clip_id" in table.column_names \
+            else pa.array([False] * rows.num_rows)
         for name in ERROR_COLUMNS:
             if name in rows.column_names:
                 value = pa.scalar("ok" if name == "status" else None, pa.string())
@@ -114,19 +159,28 @@ class Manifest:
         return rows
 
     def write_table(self, name: str, table: pa.Table) -> None:
-        """``table`` as ``manifest/<name>/part-NNNNN.parquet`` (atomic writes; stale parts removed)."""
+        """``table`` as ``manifest/<name>/part-NNNNN.parquet`` of ``ROWS_PER_FILE`` rows (atomic writes; stale
+        parts removed)."""
+        self.write_parts(name, [table.slice(start, ROWS_PER_FILE)
+                                for start in range(0, max(table.num_rows, 1), ROWS_PER_FILE)])
+
+    def write_parts(self, name: str, parts: list[pa.Table]) -> None:
+        """``parts[k]`` as ``manifest/<name>/part-{k:05d}.parquet`` (atomic writes; stale parts removed)."""
+        written = [self.write_part(name, k, part) for k, part in enumerate(parts)]
+        self.remove_parts(name, keep=written)
+
+    def write_part(self, name: str, index: int, table: pa.Table) -> str:
+        buffer = io.BytesIO()
+        # one chunk per column: Parquet's pages follow Arrow's chunks, which follow how the run was batched
+        pq.write_table(table.combine_chunks(), buffer, compression="zstd")
+        path = join(self.root, "manifest", name, f"part-{index:05d}.parquet")
+        write_atomic(self.fs, path, buffer.getvalue())
+        return path
+
+    def remove_parts(self, name: str, keep: list[str]) -> None:
         folder = join(self.root, "manifest", name)
-        old = [p for p in self.fs.ls(folder, detail=False)] if self.fs.exists(folder) else []
-        written = []
-        for index, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_FILE)):
-            buffer = io.BytesIO()
-            # one chunk per column: Parquet's pages follow Arrow's chunks, which follow how the run was batched
-            pq.write_table(table.slice(start, ROWS_PER_FILE).combine_chunks(), buffer, compression="zstd")
-            path = join(folder, f"part-{index:05d}.parquet")
-            write_atomic(self.fs, path, buffer.getvalue())
-            written.append(path)
-        for path in old:
-            if path not in written and path.endswith(".parquet"):
+        for path in self.fs.ls(folder, detail=False) if self.fs.exists(folder) else []:
+            if path not in keep and path.endswith(".parquet"):
                 self.fs.rm(path)
 
     # -- reading ----------------------------------------------------------------------------------------
@@ -148,6 +202,11 @@ class Manifest:
 
     def exists(self, relative: str) -> bool:
         return self.fs.exists(join(self.root, relative))
+
+
+def split_at(table: pa.Table, bounds: list[int]) -> list[pa.Table]:
+    """``table``'s rows ``bounds[k]:bounds[k + 1]`` for each k."""
+    return [table.slice(a, b - a) for a, b in zip(bounds, bounds[1:])]
 
 
 def error_counts(tables: list[pa.Table], by: str = "cause") -> dict[str, int]:

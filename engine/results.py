@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -112,15 +113,31 @@ def store_name(stage: Stage, fingerprint: str) -> str:
 
 
 # -- the store --------------------------------------------------------------------------------------------
-def row_keys(stage: Stage, table: pa.Table) -> list[str]:
-    videos = table.column("video_id").to_pylist()
+def row_keys(stage: Stage, table: pa.Table) -> pa.Array:
+    """Each row's key: ``clip_id``, or ``<video_id>:video`` for rows without a clip and for the splitter."""
+    video_keys = pc.binary_join_element_wise(table.column("video_id"), pa.scalar(":video"), "")
     if stage.fan_out or "clip_id" not in table.column_names:
-        return [f"{v}:video" for v in videos]
-    return [c if c is not None else f"{v}:video" for v, c in zip(videos, table.column("clip_id").to_pylist())]
+        return _array(video_keys)
+    clip = table.column("clip_id")
+    return _array(pc.if_else(pc.is_valid(clip), clip, video_keys))
+
+
+def _array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(column, pa.ChunkedArray):
+        return column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    return column
+
+
+FLUSH_ROWS = 200_000  # a buffered store writes a part once it holds this many rows (or when flushed)
+PARTITION_ROWS = 500_000  # rows per part file once a store's parts are merged (``consolidate``) ...
+LOOSE_PARTS = 16  # ... which happens after a run that leaves more parts than this unmerged
 
 
 class ResultStore:
-    """What one stage (at one fingerprint) computed, per row key."""
+    """What one stage (at one fingerprint) computed, per row key.
+
+    Parts are Parquet files in the store's folder; a key's rows come from the first part (by name) that has
+    it. Lookups are Arrow hash joins over the key column: no Python object per stored row."""
 
     def __init__(self, output: str, stage: Stage, fingerprint: str, schema: dict[str, pa.DataType]):
         self.fs, root = output_fs(output)
@@ -129,41 +146,68 @@ class ResultStore:
         columns = [*ERROR_COLUMNS, *stage.adds, *([CLIPS_IN_VIDEO] if stage.fan_out else [])]
         self.schema = {KEY: pa.string(), **{c: schema[c] for c in dict.fromkeys(columns) if c in schema}}
         self.table: pa.Table | None = None
-        self.index: dict[str, list[int]] = {}
+        self.buffered = False  # True: ``write`` collects rows and ``flush`` writes them as one part
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+
+    def parts(self) -> list[str]:
+        if not self.fs.exists(self.folder):
+            return []
+        return sorted(p for p in self.fs.ls(self.folder, detail=False) if p.endswith(".parquet") and "/.tmp-" not in p)
 
     def load(self) -> ResultStore:
         """Read every part; a key's rows come from the first part (by name) that has it."""
         tables = []
-        if self.fs.exists(self.folder):
-            for path in sorted(self.fs.ls(self.folder, detail=False)):
-                if path.endswith(".parquet") and "/.tmp-" not in path:
-                    with self.fs.open(path, "rb") as handle:
-                        table = conform(pq.read_table(handle), self.schema).select(list(self.schema))
-                    # Parquet names list items "element", Arrow "item": equal types, different manifest bytes
-                    tables.append(table.cast(pa.schema([pa.field(n, t) for n, t in self.schema.items()])))
-        offset = 0
-        for table in tables:
-            local: dict[str, list[int]] = {}
-            for i, key in enumerate(table.column(KEY).to_pylist()):
-                local.setdefault(key, []).append(offset + i)
-            for key, positions in local.items():
-                self.index.setdefault(key, positions)
-            offset += table.num_rows
-        self.table = pa.concat_tables(tables) if tables else None
+        arrow_schema = pa.schema([pa.field(n, t) for n, t in self.schema.items()])
+        for number, path in enumerate(self.parts()):
+            try:
+                with self.fs.open(path, "rb") as handle:
+                    table = conform(pq.read_table(handle), self.schema).select(list(self.schema))
+            except (OSError, pa.ArrowInvalid) as exc:  # a part torn by a crash: its rows are computed again
+                log.warning("stored results %s unreadable (%s): recomputing its rows", path, exc)
+                continue
+            # Parquet names list items "element", Arrow "item": equal types, different manifest bytes
+            table = table.cast(arrow_schema)
+            tables.append(table.append_column("_part", pa.array(np.full(table.num_rows, number, np.int32))))
+        if not tables:
+            return self
+        table = pa.concat_tables(tables)
+        if len(tables) > 1:
+            first = table.group_by(KEY, use_threads=False).aggregate([("_part", "min")])
+            owner = pc.index_in(table.column(KEY), value_set=first.column(KEY))
+            table = table.filter(pc.equal(table.column("_part"), first.column("_part_min").take(owner)))
+        # sorted by key (stably: a video's clips keep their order), with where each key's rows start
+        self.table = table.drop_columns(["_part"]).sort_by([(KEY, "ascending")]).combine_chunks()
+        self._index_keys()
         return self
+
+    def _index_keys(self) -> None:
+        keys = self.table.column(KEY).chunk(0) if self.table.num_rows else pa.array([], pa.string())
+        first = np.ones(len(keys), bool)
+        if len(keys) > 1:
+            first[1:] = pc.not_equal(keys.slice(1), keys.slice(0, len(keys) - 1)).to_numpy(zero_copy_only=False)
+        self.key_starts = np.flatnonzero(first)
+        self.key_counts = np.diff(np.append(self.key_starts, len(keys)))
+        self.unique_keys = keys.take(pa.array(self.key_starts))
 
     def split(self, todo: pa.Table) -> tuple[pa.Table, pa.Table]:
         """(rows completed from the store, rows still to compute)."""
         if self.table is None or todo.num_rows == 0:
             return todo.slice(0, 0), todo
-        found = [self.index.get(k) for k in row_keys(self.stage, todo)]
-        miss = todo.filter(pa.array([f is None for f in found]))
-        take_todo = [i for i, f in enumerate(found) if f for _ in f]
-        take_store = [p for f in found if f for p in f]
-        if not take_todo:
+        keys = row_keys(self.stage, todo)
+        where = pc.index_in(keys, value_set=self.unique_keys)
+        found = pc.is_valid(where).to_numpy(zero_copy_only=False)
+        miss = todo.filter(pa.array(~found))
+        if not found.any():
             return todo.slice(0, 0), miss
-        hits = todo.take(pa.array(take_todo, pa.int64()))
-        stored = self.table.take(pa.array(take_store, pa.int64()))
+        # every stored row of each found key (the store is sorted by key, stably), in the todo's order
+        which = pc.drop_null(where).to_numpy(zero_copy_only=False).astype(np.int64)
+        counts = self.key_counts[which]
+        take_todo = np.repeat(np.flatnonzero(found), counts)
+        run_start = np.repeat(np.cumsum(counts) - counts, counts)
+        take_store = np.repeat(self.key_starts[which], counts) + (np.arange(len(take_todo)) - run_start)
+        hits = todo.combine_chunks().take(pa.array(take_todo))
+        stored = self.table.take(pa.array(take_store))
         for name in self.schema:
             if name == KEY:
                 continue
@@ -174,20 +218,61 @@ class ResultStore:
         return hits, miss
 
     def write(self, out: pa.Table) -> None:
-        """Store what the stage computed; unexpected errors are left out so that a rerun retries them."""
+        """Store what the stage computed; unexpected errors are left out so that a rerun retries them.
+        Buffered, the rows wait for ``flush`` (or ``FLUSH_ROWS``); otherwise they are one part now."""
         if out.num_rows == 0:
             return
         keep = pc.invert(pc.fill_null(pc.equal(out.column("error_kind"), UNEXPECTED), False))
         out = out.filter(keep)
         if out.num_rows == 0:
             return
-        keys = row_keys(self.stage, out)
         values = {k: v for k, v in self.schema.items() if k != KEY}
-        table = conform(out, values).append_column(KEY, pa.array(keys, pa.string())).select(list(self.schema))
-        name = hashlib.sha1("\n".join(sorted(set(keys))).encode()).hexdigest()[:20]
+        table = conform(out, values).append_column(KEY, row_keys(self.stage, out)).select(list(self.schema))
+        self.pending.append(table)
+        if len(self.pending) >= 64:  # many small batches: one table, so memory follows rows, not batches
+            self.pending = [pa.concat_tables(self.pending).combine_chunks()]
+        self.pending_rows += table.num_rows
+        if not self.buffered or self.pending_rows >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the rows waiting in the buffer as one part, named by its keys."""
+        if not self.pending:
+            return
+        table = pa.concat_tables(self.pending)
+        self.pending, self.pending_rows = [], 0
+        keys = pc.unique(table.column(KEY)).sort()
+        name = hashlib.sha1("\n".join(keys.to_pylist()).encode()).hexdigest()[:20]
+        self._write_part(join(self.folder, f"{name}.parquet"), table)
+
+    def _write_part(self, path: str, table: pa.Table) -> None:
         buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd")
-        write_atomic(self.fs, join(self.folder, f"{name}.parquet"), buffer.getvalue())
+        pq.write_table(table.combine_chunks(), buffer, compression="zstd")
+        # no fsync: a part is recomputable work, and a part a crash tore is skipped by ``load``
+        write_atomic(self.fs, path, buffer.getvalue(), durable=False)
+
+    def consolidate(self) -> int:
+        """Merge many parts into few: ``PARTITION_ROWS`` rows each, sorted by key, named ``0-NNNNN-...`` so
+        they come first. They are in place before the old parts go, so a kill at any point loses nothing.
+        Returns how many parts were replaced (0: already few enough)."""
+        old = self.parts()
+        if sum(not p.rsplit("/", 1)[-1].startswith("0-") for p in old) <= LOOSE_PARTS:
+            return 0
+        table = self.load().table
+        if table is None:
+            return 0
+        table = table.sort_by([(KEY, "ascending")])
+        tag = hashlib.sha1("\n".join(p.rsplit("/", 1)[-1] for p in old).encode()).hexdigest()[:12]
+        written = []
+        for number, start in enumerate(range(0, table.num_rows, PARTITION_ROWS)):
+            path = join(self.folder, f"0-{number:05d}-{tag}.parquet")
+            self._write_part(path, table.slice(start, PARTITION_ROWS))
+            written.append(path)
+        for path in old:
+            if path not in written:
+                self.fs.rm(path)
+        self.table = table
+        return len(old)
 
 
 _OPEN: dict[tuple[str, str], ResultStore] = {}  # per process: one loaded store per (run, stage folder)
@@ -198,9 +283,36 @@ def open_store(output: str, run_id: str, stage: Stage, fingerprint: str, schema:
     cached = _OPEN.get((run_id, store.folder))
     if cached is None:
         for key in [k for k in _OPEN if k[0] != run_id]:  # an earlier run's stores: stale now
-            del _OPEN[key]
+            _OPEN.pop(key).flush()
         cached = _OPEN[(run_id, store.folder)] = store.load()
+        cached.buffered = run_id in _BUFFERED
     return cached
+
+
+_BUFFERED: set[str] = set()  # runs whose stores collect rows into bigger parts in this process
+
+
+def buffer_stores(run_id: str) -> None:
+    """Let this process's stores of ``run_id`` collect rows into one part per work unit: for an executor that
+    calls ``flush_stores`` at the end of each (the local one)."""
+    _BUFFERED.add(run_id)
+    for (run, _), store in _OPEN.items():
+        if run == run_id:
+            store.buffered = True
+
+
+def flush_stores(run_id: str) -> None:
+    """Write what this process's stores of ``run_id`` hold in their buffers."""
+    for (run, _), store in list(_OPEN.items()):
+        if run == run_id:
+            store.flush()
+
+
+def close_stores(run_id: str) -> None:
+    """Flush and forget this process's stores of ``run_id`` (their tables are the run's biggest objects)."""
+    for key in [k for k in _OPEN if k[0] == run_id]:
+        _OPEN.pop(key).flush()
+    _BUFFERED.discard(run_id)
 
 
 def prune(output: str, keep: set[str]) -> list[str]:

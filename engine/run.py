@@ -29,8 +29,10 @@ from engine.generation import RUN_FILE
 from engine.gpu import GpuSampler
 from engine.io import VIDEO_EXTENSIONS, InputError, _http_cause, _protocol, check_regular, list_inputs, mark_duplicates
 from engine.manifest import Manifest, error_counts
+from engine.partitions import Spool, discard_spools, partition_count
 from engine.pipeline import Pipeline
-from engine.results import PENDING, Plan, ResultStore, make_plan, prune, settings, stage_fingerprints, store_name
+from engine.results import (PENDING, Plan, ResultStore, close_stores, make_plan, open_store, prune, settings,
+                            stage_fingerprints, store_name)
 from engine.stage import BASE_COLUMNS, ERROR, OK, RunContext, describe, error_fields
 
 log = logging.getLogger(__name__)
@@ -104,23 +106,31 @@ def versions() -> dict[str, str]:
 def input_changes(manifest: Manifest, videos: pa.Table) -> dict[str, list[str]]:
     """Inputs added, removed or replaced (same URI, other content) since the current generation."""
     try:
-        previous = manifest.read("videos").select(["uri", "video_id"]).to_pylist()
+        previous = manifest.read("videos").select(["uri", "video_id"])
     except (FileNotFoundError, OSError, KeyError, ValueError, pa.ArrowInvalid):
         return {}
-    before = {r["uri"]: r["video_id"] for r in previous}
-    now = dict(zip(videos.column("uri").to_pylist(), videos.column("video_id").to_pylist()))
-    changes = {"added": sorted(set(now) - set(before)), "removed": sorted(set(before) - set(now)),
-               "replaced": sorted(u for u in set(now) & set(before) if now[u] != before[u])}
-    return {k: v for k, v in changes.items() if v}
+    def last_per_uri(table: pa.Table) -> pa.Table:  # an input list may name a URI twice: its last row counts
+        grouped = table.group_by("uri", use_threads=False).aggregate([("video_id", "last")])
+        return pa.table({"uri": grouped.column("uri"), "video_id": grouped.column("video_id_last")})
+
+    now, previous = last_per_uri(videos.select(["uri", "video_id"])), last_per_uri(previous)
+    before_uris, now_uris = previous.column("uri"), now.column("uri")
+    both = now.join(previous, "uri", join_type="inner", right_suffix="_before", use_threads=False)
+    replaced = both.filter(pc.not_equal(both.column("video_id"), both.column("video_id_before"))).column("uri")
+    changes = {"added": now_uris.filter(pc.invert(pc.is_in(now_uris, value_set=before_uris))),
+               "removed": before_uris.filter(pc.invert(pc.is_in(before_uris, value_set=now_uris))),
+               "replaced": replaced}
+    return {k: sorted(v.to_pylist()) for k, v in changes.items() if len(v)}
 
 
 def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_error: str = "record",
                  force: bool = False, from_stage: str | None = None, dry_run: bool = False,
-                 on_plan: Callable[[Plan], None] | None = None) -> RunSummary:
+                 on_plan: Callable[[Plan], None] | None = None, partitions: int | None = None) -> RunSummary:
     """Run ``pipeline`` over ``inputs`` into ``output``, recomputing only what changed.
 
     ``force`` recomputes every stage, ``from_stage`` that stage and every later one; ``dry_run`` stops after
-    the plan (``on_plan`` sees it before any work starts) and writes nothing."""
+    the plan (``on_plan`` sees it before any work starts) and writes nothing. ``partitions`` splits the
+    manifests into that many parts by video id (default: one per 20,000 inputs, engine.partitions)."""
     started = time.time()
     stages = pipeline.stages
     names = [s.name for s in stages]
@@ -138,30 +148,36 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
     videos = ingest(uris, ids)
     fingerprints = stage_fingerprints(stages)
     schemas = [pipeline.schema_after(i) for i in range(len(stages))]
-    stores = [None if i >= first_fresh else ResultStore(output, s, fp, schema).load()
+    run_id = uuid.uuid4().hex[:12]
+    # the stores the plan reads are the ones this process's stages then use (one copy of each in memory)
+    stores = [None if i >= first_fresh else open_store(output, run_id, s, fp, schema)
               for i, (s, fp, schema) in enumerate(zip(stages, fingerprints, schemas))]
     plan = make_plan(stages, schemas, videos, stores)
+    del stores
     changes = input_changes(manifest, videos)
     if on_plan is not None:
         on_plan(plan)
     if dry_run:
+        close_stores(run_id)
         return _summary(videos, videos.slice(0, 0), videos.slice(0, 0), {}, {}, plan, changes, started, output)
 
-    run_id = uuid.uuid4().hex[:12]
     meter = getattr(executor, "metrics", None)  # engine.metrics.RunMeter: this run's numbers only
     if meter is not None:
         meter.clear()
         meter.expect(names)
     marker = generation.begin(output, run_id)
     ids.save()
+    discard_spools(output)  # rows of a run that was killed: its results store has what it finished
     # Results of other fingerprints describe files the current stages rewrite in place: drop them.
     prune(output, {store_name(s, fp) for i, (s, fp) in enumerate(zip(stages, fingerprints)) if i < first_fresh})
     ctx = RunContext(output=output, on_error=on_error, run_id=run_id, fingerprints=tuple(fingerprints),
                      fresh=frozenset(names[first_fresh:]))
-    pending = plan.pending_videos
+    pending = pa.array(sorted(plan.pending_videos), pa.string())
     finished = plan.table.filter(pc.invert(plan.table.column(PENDING))).drop_columns([PENDING])
+    plan.table = None  # split into ``finished`` and ``todo``: not needed twice
+
     def pending_mask(table: pa.Table) -> pa.Array:
-        return pa.array([v in pending for v in table.column("video_id").to_pylist()], pa.bool_())
+        return pc.is_in(table.column("video_id"), value_set=pending)
 
     finished = finished.filter(pc.invert(pending_mask(finished)))
     todo = videos.filter(pending_mask(videos))
@@ -170,7 +186,16 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
     split_at = pipeline.fan_out_index
     video_stages = tuple(s.name for s in stages[:split_at]) if split_at is not None else ()
 
+    spool = Spool(output, run_id, partitions or partition_count(videos.num_rows))
+    # Without a barrier, finished rows stream into the spool; a barrier needs every clip on the driver first.
+    streaming = not any(s.barrier for s in stages)
+
     def first_segment(segment: Pipeline, part: RunContext) -> pa.Table:
+        if streaming:
+            spool.add(finished)
+            if todo.num_rows:
+                executor.run(segment, todo, part, spool.add)
+            return finished.slice(0, 0)
         tables = [finished]
         if todo.num_rows:
             executor.run(segment, todo, part, tables.append)
@@ -183,17 +208,24 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
     gpu.start()
     try:
         table, barrier_seconds = run_segments(pipeline, first_segment, ctx, executor, clips_after)
+        if not streaming:
+            spool.add(table)
+        del table
+        spool.flush()
     except BaseException as exc:
         gpu.stop()
         generation.set_phase(output, marker, generation.FAILED, describe(exc))
         raise
-    missing = set(videos.column("video_id").to_pylist()) - set(table.column("video_id").to_pylist())
-    if missing:
-        raise RuntimeError(f"the executor lost {len(missing)} video(s), e.g. {sorted(missing)[:3]}")
+    close_stores(run_id)  # flushes what this process still buffers; frees the loaded stores
 
     generation.set_phase(output, marker, generation.COMMITTING)
-    video_table, clips, stage_seconds, stage_rows = manifest.compact(table, schemas[-1], pipeline.video_columns(),
-                                                                     video_stages)
+    video_table, clips, bounds, stage_seconds, stage_rows = manifest.compact_partitions(
+        (spool.read(k) for k in range(spool.partitions)), schemas[-1], pipeline.video_columns(), video_stages)
+    spool.discard()
+    missing = videos.filter(pc.invert(pc.is_in(videos.column("video_id"), value_set=video_table.column("video_id"))))
+    if missing.num_rows:
+        raise RuntimeError(f"the executor lost {missing.num_rows} video(s), e.g. "
+                           f"{sorted(missing.column('video_id').to_pylist())[:3]}")
     stage_seconds.update(barrier_seconds)
     for stage in stages:
         if stage.finalizes and not stage.barrier:  # a barrier's finalize ran between the stages
@@ -201,7 +233,7 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
             added = stage.finalize(ctx, clips)
             stage_seconds[f"{stage.name} (finalize)"] = time.perf_counter() - begun
             if added is not None and added.num_rows:
-                clips = manifest.add_clip_columns(clips, added)
+                clips = manifest.add_clip_columns(clips, added, bounds)
     summary = _summary(videos, video_table, clips, stage_seconds, {n: stage_rows.get(n, 0) for n in names}, plan,
                        changes, started, output)
     metrics, gpu_metrics = None, gpu.stop()
@@ -216,6 +248,8 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
                 metrics["stages"][stage]["finalize_s"] = round(seconds, 4)
     _write_run_file(manifest, pipeline, fingerprints, inputs, executor, summary, started, marker, metrics)
     generation.finish(output)
+    for stage, fp, schema in zip(stages, fingerprints, schemas):  # many small parts into few, one store at a time
+        ResultStore(output, stage, fp, schema).consolidate()
     return summary
 
 
@@ -247,11 +281,12 @@ def _shot_drops(videos: pa.Table, clips: pa.Table) -> dict:
     if not reasons:
         return {}
     split = pc.and_(pc.equal(videos.column("status"), OK), pc.is_valid(videos.column(reasons[0])))
-    with_clips = set()
+    with_clips = pa.array([], pa.string())
     if "clip_id" in clips.column_names and clips.num_rows:
-        with_clips = set(clips.filter(pc.is_valid(clips.column("clip_id"))).column("video_id").to_pylist())
-    ids = videos.filter(split).column("video_id").to_pylist()
-    return {"videos_without_clips": sum(v not in with_clips for v in ids),
+        with_clips = pc.unique(clips.filter(pc.is_valid(clips.column("clip_id"))).column("video_id"))
+    ids = videos.filter(split).column("video_id")
+    without = pc.sum(pc.invert(pc.is_in(ids, value_set=with_clips)).cast(pa.int64())).as_py() or 0
+    return {"videos_without_clips": int(without),
             "shots_no_clip": {c.removeprefix("shots_no_clip_"): int(pc.sum(videos.column(c)).as_py() or 0)
                               for c in reasons}}
 

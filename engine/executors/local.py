@@ -6,10 +6,12 @@ import logging
 from collections.abc import Callable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from engine.metrics import RunMeter, metered
 from engine.pipeline import Pipeline
+from engine.results import buffer_stores, flush_stores
 from engine.stage import RunContext, Stage, teardown_if_set_up
 
 log = logging.getLogger(__name__)
@@ -29,25 +31,31 @@ class LocalExecutor:
         schemas = [pipeline.schema_after(i) for i in range(len(pipeline.stages))]
         # Every bar counts videos, whose number is known up front (clips are not known before the split);
         # the rows a stage has output so far (clips after the splitter) are shown beside it.
-        n_videos = len(set(videos.column("video_id").to_pylist()))
+        n_videos = len(pc.unique(videos.column("video_id")))
         self.metrics.expect([stage.name for stage in pipeline.stages])
+        buffer_stores(ctx.run_id)  # a work unit's many batches go out as one part per stage
         try:
             with Progress(TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(),
                           TextColumn("videos · {task.fields[rows]} rows"), TimeElapsedColumn(),
                           disable=not self.progress, transient=False) as progress:
                 bars = [progress.add_task(stage.name, total=n_videos, rows=0) for stage in pipeline.stages]
                 for table in _by_video(videos, self.videos_per_part):
-                    done = len(set(table.column("video_id").to_pylist()))
+                    done = len(pc.unique(table.column("video_id")))
                     for index, (stage, schema, bar) in enumerate(zip(pipeline.stages, schemas, bars)):
                         pieces = [self._call(stage, table, i, ctx, schema, index)
                                   for i in range(0, table.num_rows, max(1, stage.batch_size))]
                         table = pa.concat_tables(pieces, promote_options="permissive") if pieces else table
                         rows = progress.tasks[bar].fields["rows"] + table.num_rows
                         progress.update(bar, advance=done, rows=rows)
-                    sink(table)
+                    sink(table.combine_chunks())  # one chunk per column, however small the batches were
+                    flush_stores(ctx.run_id)  # a work unit's results as one part per stage: a kill keeps them
         finally:
             for stage in pipeline.stages:
                 teardown_if_set_up(stage, ctx)
+            try:
+                flush_stores(ctx.run_id)
+            except Exception as exc:  # noqa: BLE001 - an error of the run itself is the one to report
+                log.warning("stored results not all written (%s): a rerun computes those rows again", exc)
 
     def _call(self, stage: Stage, table: pa.Table, offset: int, ctx: RunContext, schema: dict, index: int) -> pa.Table:
         """The batch of ``table`` at ``offset``, metered; what waits at the stage's input is the rest of the part."""
@@ -59,8 +67,10 @@ class LocalExecutor:
 
 def _by_video(rows: pa.Table, per_part: int) -> list[pa.Table]:
     """Slices of ``per_part`` videos each; a video's rows stay together (after a barrier, rows are clips)."""
-    ids = rows.column("video_id").to_pylist()
-    starts = [i for i in range(len(ids)) if i == 0 or ids[i] != ids[i - 1]] + [len(ids)]
+    ids = rows.column("video_id")
+    changes = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)) if len(ids) > 1 else pa.array([], pa.bool_())
+    starts = [0, *(pc.indices_nonzero(pc.fill_null(changes, True)).to_numpy() + 1).tolist(), len(ids)] \
+        if len(ids) else [0]
     step = max(1, per_part)
     return [rows.slice(starts[k], starts[min(k + step, len(starts) - 1)] - starts[k])
             for k in range(0, len(starts) - 1, step)]
