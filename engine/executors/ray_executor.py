@@ -105,8 +105,8 @@ def _queue_sampler(data_ctx, meter: RunMeter, stages: list[str]) -> type | None:
         try:
             position = 0
             for op, state in executor._topology.items():
-                fused = op.name.count("MapBatches(")  # stages fused into this operator
-                if not op.input_dependencies or not op.name.startswith("MapBatches"):  # input, repartition
+                fused = op.name.count("->") + 1
+                if not op.input_dependencies:  # the input buffer, not a stage
                     continue
                 if position < len(stages) and not op.has_execution_finished():
                     meter.queue(stages[position], state.total_enqueued_input_blocks(), "blocks")
@@ -186,11 +186,6 @@ class RayExecutor:
                                     **common)
             else:
                 ds = ds.map_batches(_stateless(stage, ctx, schema, index), **common)
-            if index == pipeline.fan_out_index and index + 1 < len(pipeline.stages):
-                # A video's clips leave the splitter as one block, and Ray Data would fuse the next stage into
-                # the splitter's task: one worker would then take the video's clips in turn while the other
-                # cores idle. Blocks of the next stage's batch spread them over its workers.
-                ds = ds.repartition(target_num_rows_per_block=max(1, pipeline.stages[index + 1].batch_size))
         rows = 0
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):

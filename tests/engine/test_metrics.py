@@ -240,38 +240,3 @@ def test_no_gpu_no_gpu_metrics(inputs, tmp_path):
     assert GpuSampler().start() is False
     folder, _ = inputs
     assert "gpu" not in _run(folder, tmp_path / "out", LocalExecutor(progress=False))
-
-
-@dataclass(kw_only=True)
-class Fan(Stage):
-    """The splitter of one video into many clips."""
-
-    name: ClassVar[str] = "fan"
-    fan_out: ClassVar[bool] = True
-    adds: ClassVar[dict[str, pa.DataType]] = Halve.adds
-    clips: int = 8
-
-    def process_batch(self, batch: pa.Table) -> pa.Table:
-        rows = [{**r, "clip_id": f"{r['video_id']}-{k}", "start_frame": 10 * k, "end_frame": 10 * k + 9}
-                for r in batch.to_pylist() for k in range(self.clips)]
-        return pa.Table.from_pylist(rows)
-
-
-@pytest.mark.slow
-def test_ray_spreads_one_videos_clips_over_workers(tmp_path):
-    """One video, sixteen clips, a stage that takes a second per batch of two: the clips must not be left to the
-    splitter's one task (Ray Data fuses consecutive task stages), they go to several workers at once."""
-    from engine.executors.ray_executor import RayExecutor
-
-    folder = tmp_path / "in"
-    folder.mkdir()
-    (folder / "one.mp4").write_bytes(b"x" * 100)
-    pipeline = Pipeline(name="fan", source="<test>", stages=[Fan(clips=16), Nap(per_row_s=0.5, batch_size=2)], text="")
-    executor = RayExecutor(num_cpus=4, progress=False)
-    try:
-        run_pipeline(pipeline, str(folder), str(tmp_path / "out"), executor, on_error="raise")
-    finally:
-        executor.shutdown()
-    nap = json.loads((tmp_path / "out" / "run.json").read_text())["metrics"]["stages"]["nap"]
-    assert (nap["rows_in"], nap["batches"]) == (16, 8)
-    assert nap["workers"] >= 2
