@@ -20,7 +20,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

@@ -3,7 +3,6 @@ shards.reader's decode + collate (the documented way to batch the variable-lengt
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
