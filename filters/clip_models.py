@@ -174,8 +174,8 @@ class ClipEmbedder:
     device: str = "auto"
     precision: str = "auto"  # engine.models.resolve_dtype: auto = bf16 on a GPU, fp32 on a CPU
     quick_gelu: bool | None = None
-    compile: bool = False  # torch.compile the tower (fixed batch shapes: partial batches are padded)
-    image_batch: int = 256
+    compile: bool = False  # torch.compile the tower
+    image_batch: int = 64  # every forward pass has this many images: a partial batch is padded (see _HEAD_ROWS)
 
     visual: nn.Module = field(init=False)
     head: nn.Module | None = field(init=False, default=None)
@@ -240,7 +240,7 @@ class ClipEmbedder:
         for start in range(0, len(frames), self.image_batch):
             chunk = frames[start:start + self.image_batch]
             n = len(chunk)
-            if self.compile and n < self.image_batch:  # one compiled shape
+            if n < self.image_batch:  # one shape: a frame's embedding does not depend on its batch
                 chunk = np.concatenate([chunk, np.zeros((self.image_batch - n, *chunk.shape[1:]), np.uint8)])
             pixels = torch.from_numpy(np.ascontiguousarray(chunk))
             if self.torch_device.type == "cuda":
@@ -257,8 +257,20 @@ class ClipEmbedder:
         """Aesthetic score (LAION scale, about 1-10) per normalised embedding; NaN without a head."""
         if self.head is None or len(embeddings) == 0:
             return np.full(len(embeddings), NAN)
-        x = torch.from_numpy(embeddings).to(self.torch_device, torch.float32)
-        return self.head(x).squeeze(-1).float().cpu().numpy().astype(np.float64)
+        out = []
+        for start in range(0, len(embeddings), _HEAD_ROWS):
+            chunk = embeddings[start:start + _HEAD_ROWS]
+            padded = np.zeros((_HEAD_ROWS, chunk.shape[1]), np.float32)
+            padded[:len(chunk)] = chunk
+            x = torch.from_numpy(padded).to(self.torch_device)
+            out.append(self.head(x).squeeze(-1).float().cpu().numpy()[:len(chunk)])
+        return np.concatenate(out).astype(np.float64)
+
+
+# A matrix product's rows can round differently with the number of rows (the BLAS picks kernels by shape),
+# so every batch is padded to one size: a clip's scores then do not depend on which clips share its batch,
+# and a rerun that scores only new clips matches one run over everything, bit for bit.
+_HEAD_ROWS = 256
 
 
 def clip_scores(embeddings: np.ndarray, aesthetic: np.ndarray, aesthetic_rows: list[int]) -> dict:

@@ -53,7 +53,7 @@ class ClipScore(ModelStage):
     quick_gelu: bool | None = None  # force QuickGELU; null = what the tag or the checkpoint's config says
     frames: int = 5  # frames per clip; odd, so the middle frame is among them
     aesthetic_frames: Literal["first_middle_last", "all"] = "first_middle_last"  # which sampled frames get a score
-    image_batch: int = 256  # images per forward pass of the tower
+    image_batch: int = 64  # images per pass of the tower; a partial pass is padded, so a clip's scores do not depend on its batch
     compile: bool = False  # torch.compile the tower (worth it on GPUs for long runs)
     decode_threads: int = 4  # videos decoded at once while the tower runs
     store_embedding: bool = False  # also keep each clip's mean embedding in the manifest (a list column)

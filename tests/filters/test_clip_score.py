@@ -178,3 +178,17 @@ def test_embed_stream_splits_batches_exactly_and_surfaces_decode_errors(stage) -
 
     with pytest.raises(RuntimeError, match="decoder bug"):
         list(clip_models.embed_stream(list(range(20)), broken, embedder, threads=2, prefetch=1))
+
+
+def test_a_frames_scores_do_not_depend_on_its_batch(tiny_models) -> None:
+    """A frame's embedding and aesthetic score alone equal its scores among 63 others, bit for bit: a rerun
+    that scores only new clips must match one run over everything."""
+    clip_dir, head = tiny_models
+    embedder = clip_models.ClipEmbedder(clip_model=str(clip_dir), aesthetic_head=str(head), image_batch=8)
+    frames = np.random.default_rng(1).integers(0, 255, (64, 32, 32, 3), dtype=np.uint8)
+    among = embedder.embed(frames)
+    scores = embedder.aesthetic(among)
+    for n in (1, 3, 13):
+        alone = embedder.embed(frames[:n])
+        assert np.array_equal(alone, among[:n])
+        assert np.array_equal(embedder.aesthetic(alone), scores[:n])
