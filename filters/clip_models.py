@@ -175,7 +175,7 @@ class ClipEmbedder:
     precision: str = "auto"  # engine.models.resolve_dtype: auto = bf16 on a GPU, fp32 on a CPU
     quick_gelu: bool | None = None
     compile: bool = False  # torch.compile the tower
-    image_batch: int = 64  # every forward pass has this many images: a partial batch is padded (see _HEAD_ROWS)
+    image_batch: int = 64  # every forward pass has this many images: a partial batch is padded
 
     visual: nn.Module = field(init=False)
     head: nn.Module | None = field(init=False, default=None)
@@ -240,7 +240,7 @@ class ClipEmbedder:
         for start in range(0, len(frames), self.image_batch):
             chunk = frames[start:start + self.image_batch]
             n = len(chunk)
-            if n < self.image_batch:  # one shape: a frame's embedding does not depend on its batch
+            if n < self.image_batch:  # one shape (see "Batch independence" below)
                 chunk = np.concatenate([chunk, np.zeros((self.image_batch - n, *chunk.shape[1:]), np.uint8)])
             pixels = torch.from_numpy(np.ascontiguousarray(chunk))
             if self.torch_device.type == "cuda":
@@ -257,20 +257,17 @@ class ClipEmbedder:
         """Aesthetic score (LAION scale, about 1-10) per normalised embedding; NaN without a head."""
         if self.head is None or len(embeddings) == 0:
             return np.full(len(embeddings), NAN)
-        out = []
-        for start in range(0, len(embeddings), _HEAD_ROWS):
-            chunk = embeddings[start:start + _HEAD_ROWS]
-            padded = np.zeros((_HEAD_ROWS, chunk.shape[1]), np.float32)
-            padded[:len(chunk)] = chunk
-            x = torch.from_numpy(padded).to(self.torch_device)
-            out.append(self.head(x).squeeze(-1).float().cpu().numpy()[:len(chunk)])
-        return np.concatenate(out).astype(np.float64)
+        x = torch.from_numpy(np.ascontiguousarray(embeddings, np.float32)).to(self.torch_device)
+        # one row per pass (see "Batch independence" below): the head is tiny next to the tower
+        scores = torch.cat([self.head(x[i:i + 1]) for i in range(len(x))])
+        return scores.squeeze(-1).float().cpu().numpy().astype(np.float64)
 
 
-# A matrix product's rows can round differently with the number of rows (the BLAS picks kernels by shape),
-# so every batch is padded to one size: a clip's scores then do not depend on which clips share its batch,
-# and a rerun that scores only new clips matches one run over everything, bit for bit.
-_HEAD_ROWS = 256
+# Batch independence: a matrix product's rows can round differently with the number of rows, and with the number of
+# threads once the product is big enough to be split (the BLAS picks kernels by shape and thread count). Each
+# tower pass therefore has exactly ``image_batch`` images and each head pass one row: a clip's scores do not
+# depend on which clips share its batch or on a worker's CPU share, so a rerun that scores only new clips, or a
+# Ray worker with one CPU, matches one local run over everything, bit for bit.
 
 
 def clip_scores(embeddings: np.ndarray, aesthetic: np.ndarray, aesthetic_rows: list[int]) -> dict:

@@ -181,8 +181,8 @@ def test_embed_stream_splits_batches_exactly_and_surfaces_decode_errors(stage) -
 
 
 def test_a_frames_scores_do_not_depend_on_its_batch(tiny_models) -> None:
-    """A frame's embedding and aesthetic score alone equal its scores among 63 others, bit for bit: a rerun
-    that scores only new clips must match one run over everything."""
+    """A frame's embedding and aesthetic score alone equal its scores among 63 others, and on one thread equal
+    those on two, bit for bit: a rerun that scores only new clips, or a Ray worker, must match one local run."""
     clip_dir, head = tiny_models
     embedder = clip_models.ClipEmbedder(clip_model=str(clip_dir), aesthetic_head=str(head), image_batch=8)
     frames = np.random.default_rng(1).integers(0, 255, (64, 32, 32, 3), dtype=np.uint8)
@@ -192,3 +192,11 @@ def test_a_frames_scores_do_not_depend_on_its_batch(tiny_models) -> None:
         alone = embedder.embed(frames[:n])
         assert np.array_equal(alone, among[:n])
         assert np.array_equal(embedder.aesthetic(alone), scores[:n])
+    # a Ray worker given one CPU runs torch on one thread; a local run on all of them
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one_thread = embedder.embed(frames)
+        assert np.array_equal(one_thread, among) and np.array_equal(embedder.aesthetic(one_thread), scores)
+    finally:
+        torch.set_num_threads(threads)
