@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pyarrow as pa
 
@@ -60,17 +61,54 @@ def _environment_fault(exc: BaseException) -> EnvironmentFault | None:
     return None
 
 
-def _cpu_requests(pipeline: Pipeline, cpus: float, embedded: bool) -> list[float]:
-    """CPUs each stage's workers ask Ray for. On a cluster: what the pipeline file says. On the embedded Ray of
-    one machine (logical CPUs = cores): every actor pool must get its first actor while a task still finds room
-    beside them, so a request is capped at an equal share of the cores, one share per pool and one for tasks
-    (fractions allowed). Where everything fits, nothing is shrunk."""
-    asked = [stage.resources.cpus for stage in pipeline.stages]
+# On the embedded Ray of one machine the actor pools together hold at most this share of the logical CPUs, so
+# tasks (split, score, filter: the CPU-bound stages) keep the rest, and Ray Data's repartition task, which
+# always asks one whole CPU, finds it free.
+POOL_SHARE_OF_CORES = 0.25
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What one stage's workers ask Ray for: CPUs per worker and the most actors of its pool (None: as many as
+    the resources allow; tasks have no pool). ``rebatch``: re-block this stage's output into blocks of the
+    next stage's batch (a splitter emits all clips of a video as one block, which one worker would then score
+    in turn)."""
+
+    cpus: float
+    max_actors: int | None
+    rebatch: int | None
+
+
+def _placements(pipeline: Pipeline, cpus: float, gpus: float, embedded: bool) -> list[Placement]:
+    """On a cluster: what the pipeline file says, and every splitter's output re-blocked. On the embedded Ray
+    of one machine (logical CPUs = cores) a pool's actors stay resident and an autoscaling pool grows into
+    every free CPU, so Ray Data could never schedule the repartition task or a task of a CPU stage again (a
+    hang, not an error). So there: a CPU-only pool has ``workers`` actors (default 1); a GPU pool as many as
+    the GPUs allow; where everything asked does not fit, the pools share ``POOL_SHARE_OF_CORES`` of the cores
+    equally (fractions allowed: logical CPUs only gate scheduling, the threads still run), tasks share the
+    rest (about one per core), and output is re-blocked only where a whole CPU stays free for it."""
+    stages = pipeline.stages
+    rebatch = [stages[i + 1].batch_size if stage.fan_out and i + 1 < len(stages) else None
+               for i, stage in enumerate(stages)]
     if not embedded:
-        return asked
-    pools = sum(1 for stage in pipeline.stages if stage.stateful)
-    share = cpus / (pools + 1)
-    return [min(c, share) for c in asked]
+        return [Placement(stage.resources.cpus, (stage.workers or None) if stage.stateful else None, r)
+                for stage, r in zip(stages, rebatch)]
+    most = [(stage.workers or (max(1, int(gpus // stage.resources.gpus)) if stage.resources.gpus else 1))
+            if stage.stateful else 0 for stage in stages]
+    asked = [stage.resources.cpus for stage in stages]
+    pools = [i for i, stage in enumerate(stages) if stage.stateful]
+    tasks = [i for i, stage in enumerate(stages) if not stage.stateful]
+    pool_cpus = sum(asked[i] * most[i] for i in pools)
+    widest_task = max((asked[i] for i in tasks), default=0.0)
+    if pool_cpus + max(widest_task, 1.0 if any(rebatch) else 0.0) > cpus and pools:
+        share = cpus * POOL_SHARE_OF_CORES / len(pools)
+        asked = [min(a, share / most[i]) if i in pools else a for i, a in enumerate(asked)]
+        pool_cpus = sum(asked[i] * most[i] for i in pools)
+    free = cpus - pool_cpus
+    task_cpus = free / max(1, round(free))  # about one task per free core (1.5 free CPUs: two tasks of 0.75)
+    return [Placement(asked[i] if stage.stateful else min(asked[i], task_cpus), most[i] if stage.stateful else None,
+                      rebatch[i] if free >= 1.0 else None)
+            for i, stage in enumerate(stages)]
 
 
 QUEUE_SAMPLE_S = 0.05  # at most one queue-depth sample per operator this often
@@ -105,8 +143,8 @@ def _queue_sampler(data_ctx, meter: RunMeter, stages: list[str]) -> type | None:
         try:
             position = 0
             for op, state in executor._topology.items():
-                fused = op.name.count("->") + 1
-                if not op.input_dependencies:  # the input buffer, not a stage
+                fused = op.name.count("MapBatches(")  # 0: the input buffer or a repartition, not a stage
+                if not fused:
                     continue
                 if position < len(stages) and not op.has_execution_finished():
                     meter.queue(stages[position], state.total_enqueued_input_blocks(), "blocks")
@@ -141,7 +179,7 @@ class RayExecutor:
             ray.init(address=self.address, runtime_env=runtime_env, log_to_driver=False)
         else:
             # No more logical CPUs than cores: oversubscribing only makes workers fight for them. Actor pools
-            # stay schedulable because ``_cpu_requests`` shrinks their requests to fit (fractional CPUs).
+            # stay schedulable because ``_placements`` shrinks their requests to fit (fractional CPUs).
             # Ray's C++ core worker prints advice as error lines on the terminal (an actor's constructor arguments
             # in the object store, which Ray Data does for every pool); real failures still raise in Python.
             os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
@@ -173,19 +211,23 @@ class RayExecutor:
         step = -(-videos.num_rows // n_blocks)
         blocks = [videos.slice(i, step) for i in range(0, videos.num_rows, step)]
         ds = ray.data.from_arrow(blocks)
-        cpu_requests = _cpu_requests(pipeline, ray.cluster_resources().get("CPU", 1.0), embedded=not self.address)
-        for index, stage in enumerate(pipeline.stages):
+        resources = ray.cluster_resources()
+        placements = _placements(pipeline, resources.get("CPU", 1.0), resources.get("GPU", 0.0),
+                                 embedded=not self.address)
+        for index, (stage, placement) in enumerate(zip(pipeline.stages, placements)):
             schema = pipeline.schema_after(index)
             common = dict(batch_size=stage.batch_size, batch_format="pyarrow", zero_copy_batch=True,
-                          num_cpus=cpu_requests[index], num_gpus=stage.resources.gpus or None)
+                          num_cpus=placement.cpus, num_gpus=stage.resources.gpus or None)
             if stage.resources.memory_gb:
                 common["memory"] = int(stage.resources.memory_gb * 2**30)
             if stage.stateful:
-                pool = ray.data.ActorPoolStrategy(min_size=1, max_size=stage.workers or None)
+                pool = ray.data.ActorPoolStrategy(min_size=1, max_size=placement.max_actors)
                 ds = ds.map_batches(_StageWorker, fn_constructor_args=(stage, ctx, schema, index), compute=pool,
                                     **common)
             else:
                 ds = ds.map_batches(_stateless(stage, ctx, schema, index), **common)
+            if placement.rebatch:
+                ds = ds.repartition(target_num_rows_per_block=placement.rebatch)
         rows = 0
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):

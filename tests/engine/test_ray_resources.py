@@ -1,28 +1,120 @@
-"""What an embedded Ray on one machine is asked for: no more logical CPUs than cores, and every actor pool can
-still start its first actor beside the tasks (no deadlock on a 2-core machine)."""
+"""What an embedded Ray on one machine is asked for: no more logical CPUs than cores, every actor pool can start
+its first actor beside the tasks, and a splitter's clips are spread over several workers of the next stage
+(Ray Data would otherwise hand all clips of a video, one block, to one worker)."""
 
 from __future__ import annotations
 
+import json
+import time
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import pyarrow as pa
 import pytest
 
-from engine.executors.ray_executor import _cpu_requests
-from engine.pipeline import load_pipeline
+from engine.executors.ray_executor import POOL_SHARE_OF_CORES, _placements
+from engine.pipeline import Pipeline, load_pipeline
+from engine.run import run_pipeline
+from engine.stage import Resources, RunContext, Stage
 
 
-@pytest.mark.parametrize("cores", [1, 2, 16])
-def test_actor_pools_fit_the_cores_of_an_embedded_ray(cores):
-    pipeline = load_pipeline("demo", check_models=False)  # seven actor-pool stages, asking 1 CPU each
-    asked = [s.resources.cpus for s in pipeline.stages]
-    got = _cpu_requests(pipeline, float(cores), embedded=True)
-    actors = [c for c, s in zip(got, pipeline.stages) if s.stateful]
-    tasks = [c for c, s in zip(got, pipeline.stages) if not s.stateful]
-    assert len(actors) >= 5 and tasks
-    # one actor of every pool, the part writer and the largest task fit at once
-    assert sum(actors) + max(tasks) <= cores + 1e-9
-    assert all(0 < g <= a for g, a in zip(got, asked))
-    assert got == asked or cores < len(actors) + 1  # nothing is shrunk where everything fits
+@pytest.mark.parametrize("name", ["demo", "stiv"])
+@pytest.mark.parametrize("cores,gpus", [(1, 0), (2, 0), (16, 1), (64, 8)])
+def test_actor_pools_leave_the_tasks_and_the_repartition_room(name, cores, gpus):
+    pipeline = load_pipeline(name, check_models=False)
+    stages = pipeline.stages
+    got = _placements(pipeline, float(cores), float(gpus), embedded=True)
+    pool_cpus = sum(p.cpus * p.max_actors for p, s in zip(got, stages) if s.stateful)
+    tasks = [p.cpus for p, s in zip(got, stages) if not s.stateful]
+    assert tasks and any(s.stateful for s in stages)
+    # every pool at its largest, plus the widest task, fit at once
+    assert pool_cpus + max(tasks) <= cores + 1e-9
+    assert all(0 < p.cpus <= s.resources.cpus for p, s in zip(got, stages))
+    for p, s in zip(got, stages):
+        if s.stateful and s.resources.gpus:  # a GPU pool: as many actors as its share allows on these GPUs
+            assert p.max_actors == (s.workers or max(1, int(gpus // s.resources.gpus)))
+        elif s.stateful:
+            assert p.max_actors == (s.workers or 1)
+        else:
+            assert p.max_actors is None
+    if pool_cpus > cores * POOL_SHARE_OF_CORES + 1e-9:  # not shrunk: then everything asked must fit
+        assert [p.cpus for p in got] == [s.resources.cpus for s in stages]
+    split = [i for i, s in enumerate(stages) if s.fan_out]
+    assert split and all(p.rebatch is None for i, p in enumerate(got) if i not in split)
+    for i in split:  # re-blocked into the next stage's batches where a whole CPU stays free for Ray's repartition
+        assert got[i].rebatch == (stages[i + 1].batch_size if cores - pool_cpus >= 1 else None)
+    assert (got[split[0]].rebatch is not None) == (cores >= 2)
 
 
 def test_a_cluster_gets_what_the_pipeline_file_asks():
-    pipeline = load_pipeline("demo", check_models=False)
-    assert _cpu_requests(pipeline, 2.0, embedded=False) == [s.resources.cpus for s in pipeline.stages]
+    pipeline = load_pipeline("stiv", check_models=False)
+    got = _placements(pipeline, 2.0, 1.0, embedded=False)
+    assert [p.cpus for p in got] == [s.resources.cpus for s in pipeline.stages]
+    assert [p.max_actors for p in got] == [(s.workers or None) if s.stateful else None for s in pipeline.stages]
+    assert [p.rebatch for p in got] == [pipeline.stages[i + 1].batch_size if s.fan_out else None
+                                        for i, s in enumerate(pipeline.stages)]
+
+
+CLIPS = 12
+NAP_S = 0.5  # per clip: a batch of two takes long enough that a second worker starts on the next one
+
+
+@dataclass(kw_only=True)
+class ManyClips(Stage):
+    name: ClassVar[str] = "many_clips"
+    fan_out: ClassVar[bool] = True
+    adds: ClassVar[dict[str, pa.DataType]] = {"clip_id": pa.string(), "start_frame": pa.int64(),
+                                              "end_frame": pa.int64()}
+
+    def process_batch(self, batch: pa.Table) -> pa.Table:
+        return pa.Table.from_pylist([{**r, "clip_id": f"{r['video_id']}-{k}", "start_frame": k, "end_frame": k + 1}
+                                     for r in batch.to_pylist() for k in range(CLIPS)])
+
+
+@dataclass(kw_only=True)
+class SlowScore(Stage):
+    name: ClassVar[str] = "slow_score"
+    adds: ClassVar[dict[str, pa.DataType]] = {"scored": pa.bool_()}
+    batch_size: int = 2
+
+    def process_batch(self, batch: pa.Table) -> pa.Table:
+        time.sleep(NAP_S * batch.num_rows)
+        return batch.append_column("scored", pa.array([True] * batch.num_rows))
+
+
+def _model(label: str) -> type[Stage]:
+    """A stage with a setup (an actor pool) asking half a CPU, as a model stage would."""
+
+    def process_batch(self, batch: pa.Table) -> pa.Table:
+        return batch.append_column(label, pa.array([1] * batch.num_rows, pa.int64()))
+
+    cls = type(label, (Stage,), {"__annotations__": {"resources": Resources}, "name": label,
+                                 "adds": {label: pa.int64()},
+                                 "resources": field(default_factory=lambda: Resources(cpus=0.5)),
+                                 "setup": lambda self, ctx: None, "process_batch": process_batch})
+    cls.__annotations__.update({"name": ClassVar[str], "adds": ClassVar[dict]})
+    return dataclass(kw_only=True)(cls)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_one_videos_clips_are_scored_by_several_workers(tmp_path):
+    """One video, twelve clips, batches of two: the clips reach at least two score workers at once. Four actor
+    pools of half a CPU each would have held the two CPUs whole, so Ray Data's repartition task (one CPU) never
+    ran and the run hung: it must finish."""
+    from engine.executors.ray_executor import RayExecutor
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "v.mp4").write_bytes(b"never decoded")
+    stages = [ManyClips(), SlowScore(), *(_model(f"model_{k}")() for k in range(4))]
+    pipeline = Pipeline(name="fan", source="<test>", stages=stages, text="")
+    executor = RayExecutor(num_cpus=2, progress=False)
+    try:
+        run_pipeline(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), executor, on_error="raise")
+    finally:
+        executor.shutdown()
+    metrics = json.loads((tmp_path / "out" / "run.json").read_text())["metrics"]["stages"]
+    score = metrics["slow_score"]
+    assert (score["rows_in"], score["rows_out"], score["batches"]) == (CLIPS, CLIPS, CLIPS // 2)
+    assert score["workers"] >= 2, score
+    assert all(metrics[f"model_{k}"]["rows_out"] == CLIPS for k in range(4))
