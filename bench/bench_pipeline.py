@@ -12,7 +12,9 @@ The last line printed is one JSON object:
   input_video_hours, wall_s, gpus, video_hours_per_gpu_hour, clips {in, kept, captioned, categorized, encoded,
   sharded}, clips_per_s {same keys}, stages {name: rows, busy_s, rows_per_s, busy_fraction, wait_s, ...},
   gpu {sm_util_mean, sm_util_p50, sm_util_steady_mean, mem_peak_mb, samples [[t, sm%, mem MB]]},
-  cpu {util_mean_pct, util_peak_pct, cores}, host_rss_peak_mb, waits {stage: wait_s}.
+  cpu {util_mean_pct, util_peak_pct, cores}, host_rss_peak_mb, waits {stage: wait_s},
+  live {stage: rows_in, rows_out, busy_s, workers, tokens, start_s, end_s, ...}: the run's --metrics-port
+  counters at the last scrape (also for a run stopped at --limit-s), rows_out_over_time [[t, {stage: rows}]].
 
   python bench/bench_pipeline.py --tiny                                   # CPU, tiny models, 12 s of footage
   python bench/bench_pipeline.py --models /tmp/models --footage /tmp/footage --videos /data/videos \\
@@ -100,10 +102,56 @@ def merge(*layers: dict[str, dict]) -> dict[str, dict]:
     return out
 
 
-class Sampler(threading.Thread):
-    """Every ``interval`` s: NVML SM utilisation and memory of each GPU, CPU % and the process tree's RSS."""
+LIVE_KEYS = {"vde_stage_rows_in_total": "rows_in", "vde_stage_rows_out_total": "rows_out",
+             "vde_stage_busy_seconds_total": "busy_s", "vde_stage_tokens_total": "tokens",
+             "vde_stage_workers": "workers", "vde_stage_queue_depth": "queue_depth",
+             "vde_stage_first_call_start_seconds": "first_start", "vde_stage_last_call_end_seconds": "last_end"}
 
-    def __init__(self, pid: int, interval: float, progress_s: float = 0.0):
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(url: str) -> dict[str, dict[str, float]]:
+    """The run's per-stage counters from its ``--metrics-port`` endpoint (engine/prometheus.py)."""
+    import urllib.request
+
+    out: dict[str, dict[str, float]] = {}
+    for line in urllib.request.urlopen(url, timeout=2).read().decode().splitlines():
+        name, _, rest = line.partition("{")
+        if name in LIVE_KEYS and 'stage="' in rest:
+            stage = rest.split('stage="', 1)[1].split('"', 1)[0]
+            out.setdefault(stage, {})[LIVE_KEYS[name]] = float(rest.rsplit(" ", 1)[1])
+    return out
+
+
+def live_stages(live: dict[str, dict[str, float]], launched: float) -> dict[str, dict]:
+    """Per stage from the last scrape: counters, and when its calls ran (seconds after launch). Under Ray rows
+    (and their spans) reach the driver at the end of each DAG segment, so these lag by up to one segment."""
+    out = {}
+    for stage, m in live.items():
+        start, end = m.get("first_start"), m.get("last_end")
+        wall = end - start if start is not None and end is not None else None
+        workers = int(m.get("workers", 0))
+        out[stage] = {"rows_in": int(m.get("rows_in", 0)), "rows_out": int(m.get("rows_out", 0)), "workers": workers,
+                      "busy_s": round(m.get("busy_s", 0.0), 2), "tokens": int(m.get("tokens", 0)),
+                      "queue_depth": m.get("queue_depth"),
+                      "start_s": round(start - launched, 1) if start is not None else None,
+                      "end_s": round(end - launched, 1) if end is not None else None,
+                      "busy_fraction": round(m.get("busy_s", 0.0) / (wall * workers), 3) if wall and workers else None,
+                      "rows_per_s": round(m.get("rows_out", 0) / wall, 3) if wall else None}
+    return out
+
+
+class Sampler(threading.Thread):
+    """Every ``interval`` s: NVML SM utilisation and memory of each GPU, CPU % and the process tree's RSS, and the
+    run's per-stage counters from its metrics endpoint (so a run stopped at its limit still says where it was)."""
+
+    def __init__(self, pid: int, interval: float, progress_s: float = 0.0, metrics_url: str | None = None):
         super().__init__(daemon=True)
         self.pid, self.interval, self.stop = pid, interval, threading.Event()
         self.progress_s = progress_s  # > 0: a line on stderr this often, so a long run shows it is alive
@@ -111,6 +159,9 @@ class Sampler(threading.Thread):
         self.cpu: list[float] = []
         self.rss_peak = 0
         self.gpus = 0
+        self.metrics_url = metrics_url
+        self.live: dict[str, dict[str, float]] = {}  # the last scrape
+        self.rows_out: list[list] = []  # [t, {stage: rows_out}] at each progress line
 
     def _nvml(self):
         try:
@@ -148,10 +199,18 @@ class Sampler(threading.Thread):
                 sm = [nvml.nvmlDeviceGetUtilizationRates(h).gpu for h in handles]
                 mem = [nvml.nvmlDeviceGetMemoryInfo(h).used / 2**20 for h in handles]
                 self.gpu.append([t, round(sum(sm) / len(sm), 1), round(sum(mem))])
+            if self.metrics_url:
+                try:
+                    self.live = scrape(self.metrics_url) or self.live
+                except OSError:  # not listening yet, or already gone
+                    pass
             if self.progress_s and len(self.cpu) % max(1, round(self.progress_s / self.interval)) == 0:
                 gpu = f" GPU {self.gpu[-1][1]:.0f}% {self.gpu[-1][2] / 1024:.1f} GB" if self.gpu else ""
-                print(f"[bench] {t:.0f} s: CPU {self.cpu[-1]:.0f}%{gpu} RSS {rss / 2**30:.1f} GB", file=sys.stderr,
-                      flush=True)
+                rows = {stage: int(m.get("rows_out", 0)) for stage, m in self.live.items()}
+                self.rows_out.append([t, rows])
+                done = " ".join(f"{stage} {n}" for stage, n in rows.items() if n)
+                print(f"[bench] {t:.0f} s: CPU {self.cpu[-1]:.0f}%{gpu} RSS {rss / 2**30:.1f} GB"
+                      f"{' | rows out: ' + done if done else ''}", file=sys.stderr, flush=True)
 
 
 def _stats(values: list[float]) -> dict:
@@ -246,11 +305,20 @@ def run_bench(args: argparse.Namespace) -> dict:
     output = work / "output"
     cmd = [sys.executable, "-m", "engine.cli", "run", str(pipe), "--input", str(work / "inputs.txt"),
            "--output", str(output), "--executor", "ray", "--no-progress", "--force"]
+    metrics_url = None
+    try:
+        import prometheus_client  # noqa: F401 - the run serves its counters with it
+
+        port = free_port()
+        cmd += ["--metrics-port", str(port)]
+        metrics_url = f"http://127.0.0.1:{port}/metrics"
+    except ImportError:
+        pass
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     log = open(work / "run.log", "w")
-    begun = time.monotonic()
+    begun, launched = time.monotonic(), time.time()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    sampler = Sampler(proc.pid, args.interval, args.progress_s)
+    sampler = Sampler(proc.pid, args.interval, args.progress_s, metrics_url)
     sampler.start()
     try:
         rc = proc.wait(timeout=args.limit_s)
@@ -272,7 +340,8 @@ def run_bench(args: argparse.Namespace) -> dict:
     machine = {"gpus": sampler.gpus, "gpu": gpu_summary(sampler.gpu),
                "cpu": {"cores": os.cpu_count(), "util_mean_pct": _stats(sampler.cpu)["mean"],
                        "util_peak_pct": _stats(sampler.cpu)["peak"]},
-               "host_rss_peak_mb": round(sampler.rss_peak / 2**20), "samples_every_s": args.interval}
+               "host_rss_peak_mb": round(sampler.rss_peak / 2**20), "samples_every_s": args.interval,
+               "live": live_stages(sampler.live, launched), "rows_out_over_time": sampler.rows_out}
     if args.limit_s and wall >= args.limit_s:  # what the machine did is still worth having
         return {"bench": "pipeline", "tiny": bool(args.tiny), "finished": False, "pipeline": spec["name"],
                 "overrides": overrides, "limit_s": args.limit_s, "wall_s": round(wall, 1),

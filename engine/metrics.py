@@ -169,11 +169,14 @@ class RunMeter:
                     {k: dataclasses.replace(q) for k, q in self.queues.items()})
 
     def live(self) -> dict[str, dict]:
-        """Counters so far, per stage: rows in/out, busy seconds, tokens, workers, current queue depth."""
+        """Counters so far, per stage: rows in/out, busy seconds, tokens, workers, current queue depth, and the
+        wall-clock span of its calls (``first_start``, ``last_end``; None before its first)."""
         workers, queues = self._copy()
         return {stage: {"rows_in": sum(w.rows_in for w in mine), "rows_out": sum(w.rows_out for w in mine),
                         "busy_s": sum(w.busy for w in mine), "tokens": sum(w.tokens for w in mine),
-                        "workers": len(mine), "queue_depth": queues[stage].now if stage in queues else None}
+                        "workers": len(mine), "queue_depth": queues[stage].now if stage in queues else None,
+                        "first_start": min((w.first for w in mine), default=None),
+                        "last_end": max((w.last for w in mine), default=None)}
                 for stage, mine in workers.items()}
 
     def summary(self, wall_s: float, generates: Callable[[str], bool] = lambda name: False) -> dict:

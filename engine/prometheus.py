@@ -36,12 +36,17 @@ class _StageCollector:
         workers = GaugeMetricFamily("vde_stage_workers", "processes or actors that ran the stage", labels=["stage"])
         queue = GaugeMetricFamily("vde_stage_queue_depth", "rows or blocks waiting at the stage's input (last sample)",
                                   labels=["stage"])
+        first = GaugeMetricFamily("vde_stage_first_call_start_seconds",
+                                  "unix time its first call began (of the calls whose rows arrived)", labels=["stage"])
+        last = GaugeMetricFamily("vde_stage_last_call_end_seconds", "unix time its latest call ended", labels=["stage"])
         for stage, row in live.items():
             workers.add_metric([stage], row["workers"])
             if row["queue_depth"] is not None:
                 queue.add_metric([stage], row["queue_depth"])
-        yield workers
-        yield queue
+            if row["first_start"] is not None:
+                first.add_metric([stage], row["first_start"])
+                last.add_metric([stage], row["last_end"])
+        yield from (workers, queue, first, last)
 
 
 def serve(port: int, meter: RunMeter, addr: str = "0.0.0.0") -> Callable[[], None]:

@@ -71,8 +71,8 @@ POOL_SHARE_OF_CORES = 0.25
 class Placement:
     """What one stage's workers ask Ray for: CPUs per worker and the most actors of its pool (None: as many as
     the resources allow; tasks have no pool). ``rebatch``: re-block this stage's output into blocks of the
-    next stage's batch (a splitter emits all clips of a video as one block, which one worker would then score
-    in turn)."""
+    next stage's batch, after a splitter (it emits all clips of a video as one block, which one worker would
+    then score in turn) and before a stage of smaller batches."""
 
     cpus: float
     max_actors: int | None
@@ -80,7 +80,7 @@ class Placement:
 
 
 def _placements(pipeline: Pipeline, cpus: float, gpus: float, embedded: bool) -> list[Placement]:
-    """On a cluster: what the pipeline file says, and every splitter's output re-blocked. On the embedded Ray
+    """On a cluster: what the pipeline file says, and outputs re-blocked as ``Placement`` says. On the embedded Ray
     of one machine (logical CPUs = cores) a pool's actors stay resident and an autoscaling pool grows into
     every free CPU, so Ray Data could never schedule the repartition task or a task of a CPU stage again (a
     hang, not an error). So there: a CPU-only pool has ``workers`` actors (default 1); a GPU pool as many as
@@ -88,8 +88,12 @@ def _placements(pipeline: Pipeline, cpus: float, gpus: float, embedded: bool) ->
     equally (fractions allowed: logical CPUs only gate scheduling, the threads still run), tasks share the
     rest (about one per core), and output is re-blocked only where a whole CPU stays free for it."""
     stages = pipeline.stages
-    rebatch = [stages[i + 1].batch_size if stage.fan_out and i + 1 < len(stages) else None
-               for i, stage in enumerate(stages)]
+    # Ray Data fuses consecutive task stages into one operator whose bundles are the larger batch: a probe
+    # batch of 16 videos would then be split one video after another in one task. Re-blocking in between keeps
+    # each stage's own batch (and breaks that fusion).
+    rebatch = [stages[i + 1].batch_size if i + 1 < len(stages) and (stage.fan_out or
+                                                                    stages[i + 1].batch_size < stage.batch_size)
+               else None for i, stage in enumerate(stages)]
     if not embedded:
         return [Placement(stage.resources.cpus, (stage.workers or None) if stage.stateful else None, r)
                 for stage, r in zip(stages, rebatch)]

@@ -44,6 +44,20 @@ def test_every_key_is_there(tiny_result):
     assert result["cpu"]["util_mean_pct"] is not None and result["host_rss_peak_mb"] > 100  # driver + Ray workers
 
 
+def test_the_live_counters_agree_with_the_run(tiny_result):
+    """Scraped from the run's --metrics-port while it went on: the stages before the dedup barrier had sent all
+    their rows long before the run ended, so the last scrape has them exactly; no stage shows more than it did."""
+    result, _ = tiny_result
+    live, stages = result["live"], result["stages"]
+    assert set(live) == set(STAGES)
+    for name in ("probe", "split", "score", "clip_score", "filter"):
+        assert live[name]["rows_out"] == stages[name]["rows_out"] > 0, name
+        assert 0 <= live[name]["start_s"] <= live[name]["end_s"] <= result["wall_s"], name
+    for name, numbers in live.items():
+        assert numbers["rows_out"] <= stages[name]["rows_out"], name
+    assert live["split"]["start_s"] <= live["score"]["start_s"]  # a clip is scored after its video is split
+
+
 def test_counts_are_consistent_with_the_footage(tiny_result):
     result, work = tiny_result
     listing = json.loads((work / "footage" / "footage.json").read_text())
@@ -74,6 +88,7 @@ def test_a_run_stopped_at_its_limit_still_reports_the_machine(tmp_path):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["finished"] is False and 6 <= result["wall_s"] < 60
     assert result["cpu"]["util_mean_pct"] is not None and result["host_rss_peak_mb"] > 0 and "gpu" in result
+    assert isinstance(result["live"], dict)  # what had reached the driver when it was stopped (maybe nothing)
     work = str(tmp_path)
     left = [p for p in psutil.process_iter(["cmdline"]) if any(work in part for part in p.info["cmdline"] or [])]
     assert not left  # the driver and everything it started are gone

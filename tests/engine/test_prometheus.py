@@ -47,6 +47,7 @@ def test_counters_move_during_a_local_run(tmp_path):
     stop = serve(port, executor.metrics, addr="127.0.0.1")
     try:
         run = threading.Thread(target=run_pipeline, args=(pipeline, str(folder), str(tmp_path / "out"), executor))
+        begun = time.time()
         run.start()
         seen = []
         while run.is_alive():
@@ -54,6 +55,7 @@ def test_counters_move_during_a_local_run(tmp_path):
             seen.append(samples.get(("vde_stage_rows_in_total", "nap"), 0.0))
             time.sleep(0.1)
         run.join()
+        ended = time.time()
         final = _scrape(port)  # after the run the server still answers until stopped
     finally:
         stop()
@@ -65,6 +67,11 @@ def test_counters_move_during_a_local_run(tmp_path):
     assert final[("vde_stage_busy_seconds_total", "nap")] >= N_VIDEOS * 0.15
     assert final[("vde_stage_tokens_total", "talk")] == 2 * sum(100 + k for k in range(N_VIDEOS))
     assert final[("vde_stage_workers", "nap")] == 1 and ("vde_stage_queue_depth", "nap") in final
+    # when each stage's calls ran: nap's span holds its sleeps, and talk (after halve) ended last
+    first = {s: final[("vde_stage_first_call_start_seconds", s)] for s in ("nap", "halve", "talk")}
+    last = {s: final[("vde_stage_last_call_end_seconds", s)] for s in ("nap", "halve", "talk")}
+    assert begun <= first["nap"] <= first["halve"] <= first["talk"] <= ended
+    assert last["nap"] - first["nap"] >= N_VIDEOS * 0.15 and last["talk"] == max(last.values()) <= ended
     with pytest.raises(OSError):  # stopped: nothing listens any more
         _scrape(port)
 

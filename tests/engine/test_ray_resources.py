@@ -39,10 +39,12 @@ def test_actor_pools_leave_the_tasks_and_the_repartition_room(name, cores, gpus)
             assert p.max_actors is None
     if pool_cpus > cores * POOL_SHARE_OF_CORES + 1e-9:  # not shrunk: then everything asked must fit
         assert [p.cpus for p in got] == [s.resources.cpus for s in stages]
+    # re-blocked after the splitter and before a smaller batch, where a whole CPU stays free for Ray's repartition
+    reblocked = [i for i, s in enumerate(stages[:-1]) if s.fan_out or stages[i + 1].batch_size < s.batch_size]
     split = [i for i, s in enumerate(stages) if s.fan_out]
-    assert split and all(p.rebatch is None for i, p in enumerate(got) if i not in split)
-    for i in split:  # re-blocked into the next stage's batches where a whole CPU stays free for Ray's repartition
-        assert got[i].rebatch == (stages[i + 1].batch_size if cores - pool_cpus >= 1 else None)
+    assert split and set(split) <= set(reblocked) and reblocked[0] < split[0]  # probe's batch is not split's
+    for i, p in enumerate(got):
+        assert p.rebatch == (stages[i + 1].batch_size if i in reblocked and cores - pool_cpus >= 1 else None)
     assert (got[split[0]].rebatch is not None) == (cores >= 2)
 
 
@@ -51,8 +53,10 @@ def test_a_cluster_gets_what_the_pipeline_file_asks():
     got = _placements(pipeline, 2.0, 1.0, embedded=False)
     assert [p.cpus for p in got] == [s.resources.cpus for s in pipeline.stages]
     assert [p.max_actors for p in got] == [(s.workers or None) if s.stateful else None for s in pipeline.stages]
-    assert [p.rebatch for p in got] == [pipeline.stages[i + 1].batch_size if s.fan_out else None
-                                        for i, s in enumerate(pipeline.stages)]
+    stages = pipeline.stages
+    assert [p.rebatch for p in got] == [stages[i + 1].batch_size if i + 1 < len(stages) and
+                                        (s.fan_out or stages[i + 1].batch_size < s.batch_size) else None
+                                        for i, s in enumerate(stages)]
 
 
 CLIPS = 12
@@ -118,3 +122,43 @@ def test_one_videos_clips_are_scored_by_several_workers(tmp_path):
     assert (score["rows_in"], score["rows_out"], score["batches"]) == (CLIPS, CLIPS, CLIPS // 2)
     assert score["workers"] >= 2, score
     assert all(metrics[f"model_{k}"]["rows_out"] == CLIPS for k in range(4))
+
+
+@dataclass(kw_only=True)
+class LookAtVideos(Stage):
+    name: ClassVar[str] = "look"
+    adds: ClassVar[dict[str, pa.DataType]] = {"looked": pa.bool_()}
+    batch_size: int = 4
+
+    def process_batch(self, batch: pa.Table) -> pa.Table:
+        return batch.append_column("looked", pa.array([True] * batch.num_rows))
+
+
+@dataclass(kw_only=True)
+class SlowSplit(ManyClips):
+    batch_size: int = 1
+
+    def process_batch(self, batch: pa.Table) -> pa.Table:
+        time.sleep(4 * NAP_S * batch.num_rows)
+        return super().process_batch(batch)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_videos_batched_before_the_splitter_are_split_by_several_workers(tmp_path):
+    """A stage of batch 4 before a splitter of batch 1: Ray Data would fuse the two into one operator that takes
+    four videos per task and splits them in turn. Re-blocked, the videos reach at least two split workers."""
+    from engine.executors.ray_executor import RayExecutor
+
+    (tmp_path / "in").mkdir()
+    for k in range(4):
+        (tmp_path / "in" / f"v{k}.mp4").write_bytes(bytes([k]) * 10)
+    pipeline = Pipeline(name="split", source="<test>", stages=[LookAtVideos(), SlowSplit(), SlowScore()], text="")
+    executor = RayExecutor(num_cpus=2, progress=False)
+    try:
+        run_pipeline(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), executor, on_error="raise")
+    finally:
+        executor.shutdown()
+    split = json.loads((tmp_path / "out" / "run.json").read_text())["metrics"]["stages"]["many_clips"]
+    assert (split["rows_in"], split["rows_out"], split["batches"]) == (4, 4 * CLIPS, 4)
+    assert split["workers"] >= 2, split
