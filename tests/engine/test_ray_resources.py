@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pytest
 
 from engine.executors.ray_executor import POOL_SHARE_OF_CORES, _placements
@@ -78,12 +79,15 @@ class ManyClips(Stage):
 @dataclass(kw_only=True)
 class SlowScore(Stage):
     name: ClassVar[str] = "slow_score"
-    adds: ClassVar[dict[str, pa.DataType]] = {"scored": pa.bool_()}
+    adds: ClassVar[dict[str, pa.DataType]] = {"scored": pa.bool_(), "cv2_threads": pa.int64()}
     batch_size: int = 2
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
+        import cv2
+
         time.sleep(NAP_S * batch.num_rows)
-        return batch.append_column("scored", pa.array([True] * batch.num_rows))
+        return (batch.append_column("scored", pa.array([True] * batch.num_rows))
+                .append_column("cv2_threads", pa.array([cv2.getNumThreads()] * batch.num_rows, pa.int64())))
 
 
 def _model(label: str) -> type[Stage]:
@@ -122,6 +126,9 @@ def test_one_videos_clips_are_scored_by_several_workers(tmp_path):
     assert (score["rows_in"], score["rows_out"], score["batches"]) == (CLIPS, CLIPS, CLIPS // 2)
     assert score["workers"] >= 2, score
     assert all(metrics[f"model_{k}"]["rows_out"] == CLIPS for k in range(4))
+    # OpenCV in a worker is as wide as its CPU request (0.75 here: one thread), not one thread per core
+    clips = pads.dataset(str(tmp_path / "out" / "manifest" / "clips"), format="parquet").to_table()
+    assert clips.column("cv2_threads").to_pylist() == [1] * CLIPS
 
 
 @dataclass(kw_only=True)
@@ -154,7 +161,9 @@ def test_videos_batched_before_the_splitter_are_split_by_several_workers(tmp_pat
     for k in range(4):
         (tmp_path / "in" / f"v{k}.mp4").write_bytes(bytes([k]) * 10)
     pipeline = Pipeline(name="split", source="<test>", stages=[LookAtVideos(), SlowSplit(), SlowScore()], text="")
-    executor = RayExecutor(num_cpus=2, progress=False)
+    # four logical CPUs (the stages sleep): with two, Ray Data keeps one for the operator after the splitter
+    # while that one waits for input, so the splitter runs one task at a time whatever its blocks
+    executor = RayExecutor(num_cpus=4, progress=False)
     try:
         run_pipeline(pipeline, str(tmp_path / "in"), str(tmp_path / "out"), executor, on_error="raise")
     finally:
