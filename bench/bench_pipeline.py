@@ -28,6 +28,13 @@ split 11.0 s (1 worker, 25 clips), score 89.8 s busy on ONE worker (3.6 s a clip
 18% mean, GPU SM ~0%). Under Ray Data a video's clips leave the split as one bundle, so one task scores
 them in turn: the score stage, not the GPU, binds the first phase. (That run's score rows failed: rapidocr
 needs colorlog, which the device wheel set lacked: the 3.6 s are decode, flow and a failed OCR import.)
+
+Seen later that day, with a video's clips spread over score workers: 32 min in 8 videos, first phase 286 s
+(split one video per task); 16 min in 16 videos (``live``): split 30 s on ONE worker (Ray Data had fused
+probe's batch of 16 videos with the split; fixed since by re-blocking), score 153 clips on 9 workers in
+119 s, clip_score 40 s beside it, first phase done at 179 s; after the barrier caption, categorize,
+dsg_video and encode each took the few hundred clips in one batch, one stage after the other (GPU SM mean
+4%); not finished at 315 s.
 """
 
 from __future__ import annotations
