@@ -127,12 +127,14 @@ def scrape(url: str) -> dict[str, dict[str, float]]:
     """The run's per-stage counters from its ``--metrics-port`` endpoint (engine/prometheus.py)."""
     import urllib.request
 
+    from prometheus_client.parser import text_string_to_metric_families
+
     out: dict[str, dict[str, float]] = {}
-    for line in urllib.request.urlopen(url, timeout=2).read().decode().splitlines():
-        name, _, rest = line.partition("{")
-        if name in LIVE_KEYS and 'stage="' in rest:
-            stage = rest.split('stage="', 1)[1].split('"', 1)[0]
-            out.setdefault(stage, {})[LIVE_KEYS[name]] = float(rest.rsplit(" ", 1)[1])
+    text = urllib.request.urlopen(url, timeout=2).read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in LIVE_KEYS and "stage" in sample.labels:
+                out.setdefault(sample.labels["stage"], {})[LIVE_KEYS[sample.name]] = sample.value
     return out
 
 
