@@ -25,10 +25,12 @@ log = logging.getLogger(__name__)
 
 
 def run_segments(pipeline: Pipeline, first: Callable[[Pipeline, RunContext], pa.Table], ctx: RunContext, executor,
-                 compact: Callable[[pa.Table, int], pa.Table]) -> tuple[pa.Table, dict[str, float]]:
+                 compact: Callable[[pa.Table, int], pa.Table],
+                 before_barrier: Callable[[pa.Table], None] | None = None) -> tuple[pa.Table, dict[str, float]]:
     """Every stage over every video, stopping at each barrier. ``first(segment, ctx)`` runs the stages before
-    the first barrier and returns all rows; ``compact(rows, index)`` gives the clips after stage ``index``.
-    Returns the rows after the last stage and the barriers' seconds."""
+    the first barrier and returns all rows; ``compact(rows, index)`` gives the clips after stage ``index``;
+    ``before_barrier`` sees the rows as the first barrier gets them. Returns the rows after the last stage and
+    the barriers' seconds."""
     stages = pipeline.stages
     barriers = [i for i, stage in enumerate(stages) if stage.barrier]
     bounds = [*barriers, len(stages)]
@@ -36,6 +38,8 @@ def run_segments(pipeline: Pipeline, first: Callable[[Pipeline, RunContext], pa.
     seconds: dict[str, float] = {}
     for k, index in enumerate(barriers):
         barrier = stages[index]
+        if k == 0 and before_barrier is not None:
+            before_barrier(table)
         begun = time.perf_counter()
         added = barrier.finalize(ctx, compact(table, index - 1))
         seconds[f"{barrier.name} (barrier)"] = time.perf_counter() - begun

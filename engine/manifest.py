@@ -9,11 +9,12 @@ run, rerun, gives the bytes of an uninterrupted one). Resume lives in the stages
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -59,17 +60,21 @@ class Manifest:
 
     # -- final manifest ---------------------------------------------------------------------------------
     def compact(self, table: pa.Table, schema: dict[str, pa.DataType], video_columns: list[str],
-                video_stages: tuple[str, ...] = (), write: bool = True
+                video_stages: tuple[str, ...] = (), write: bool = True,
+                observe: Callable[[pa.Table], None] | None = None
                 ) -> tuple[pa.Table, pa.Table, dict[str, float], dict[str, int]]:
         """manifest/videos and manifest/clips from the run's rows (written unless ``write`` is False); returns
         them, the seconds per stage and the rows each stage computed in this run. Columns come in ``schema``'s
         order with its types, whatever order the run's batches had. ``video_stages`` ran before the splitter:
-        their numbers are counted once per video, not once per clip."""
+        their numbers are counted once per video, not once per clip. ``observe`` sees the rows, one per key,
+        with their bookkeeping columns."""
         schema = {**schema, "clip_id": schema.get("clip_id", pa.string())}
         table = conform(table, schema)
         table = table.select([*schema, *sorted(c for c in table.column_names if c not in schema)])
         table = table.cast(pa.schema([pa.field(f.name, schema.get(f.name, f.type)) for f in table.schema]))
         table = table.take(_first_per_key(table, [_keys(table)]))
+        if observe is not None:
+            observe(table)
 
         timing_cols = [c for c in table.column_names if c.startswith("_")]
         clip_rows = table.filter(pc.is_valid(table.column("clip_id")))
@@ -94,19 +99,22 @@ class Manifest:
         return videos, clips, timings, computed
 
     def compact_partitions(self, parts: Iterable[pa.Table | None], schema: dict[str, pa.DataType],
-                           video_columns: list[str], video_stages: tuple[str, ...] = ()
+                           video_columns: list[str], video_stages: tuple[str, ...] = (),
+                           observe: Callable[[int, pa.Table], None] | None = None
                            ) -> tuple[pa.Table, pa.Table, list[int], dict[str, float], dict[str, int]]:
         """``compact`` one partition at a time (each ``parts`` item: a partition's rows, None when it has none),
         writing ``part-{k:05d}.parquet`` of videos and clips for partition k. Returns every video and clip
         (partitions in order: sorted, as one ``compact`` would give them), where each partition's clips begin
-        (then their count), the seconds per stage and the rows each stage computed."""
+        (then their count), the seconds per stage and the rows each stage computed. ``observe(k, rows)`` sees
+        partition k's rows as ``compact`` does."""
         videos, clips, bounds, written = [], [], [0], {"videos": [], "clips": []}
         timings: dict[str, float] = defaultdict(float)
         computed: dict[str, int] = defaultdict(int)
         for index, rows in enumerate(parts):
             if rows is None:
                 rows = pa.table({c: pa.array([], t) for c, t in {**BASE_COLUMNS, "clip_id": pa.string()}.items()})
-            v, c, seconds, ran = self.compact(rows, schema, video_columns, video_stages, write=False)
+            seen = None if observe is None else functools.partial(observe, index)
+            v, c, seconds, ran = self.compact(rows, schema, video_columns, video_stages, write=False, observe=seen)
             del rows
             for name, table in (("videos", v), ("clips", c)):
                 written[name].append(self.write_part(name, index, table))
@@ -184,13 +192,13 @@ class Manifest:
                 self.fs.rm(path)
 
     # -- reading ----------------------------------------------------------------------------------------
-    def read(self, name: str) -> pa.Table:
+    def read(self, name: str, columns: list[str] | None = None) -> pa.Table:
         folder = join(self.root, "manifest", name)
         paths = sorted(p for p in self.fs.ls(folder, detail=False) if p.endswith(".parquet") and "/.tmp-" not in p)
         tables = []
         for path in paths:
             with self.fs.open(path, "rb") as handle:
-                tables.append(pq.read_table(handle))
+                tables.append(pq.read_table(handle, columns=columns))
         return pa.concat_tables(tables, promote_options="permissive")
 
     def write_json(self, relative: str, data: dict) -> None:

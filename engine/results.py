@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.io import join, output_fs, write_atomic
-from engine.stage import CLIPS_IN_VIDEO, ERROR_COLUMNS, UNEXPECTED, ModelRef, Stage, conform
+from engine.stage import CLIPS_IN_VIDEO, ERROR_COLUMNS, SEEN_PREFIX, UNEXPECTED, ModelRef, Stage, conform
 
 log = logging.getLogger(__name__)
 
@@ -371,7 +371,7 @@ def make_plan(stages: list[Stage], schemas: list[dict], videos: pa.Table, stores
     from engine.stage import todo_mask
 
     plan = Plan()
-    table = videos.append_column(PENDING, pa.array([False] * videos.num_rows))
+    table = videos.append_column(PENDING, pa.array(np.zeros(videos.num_rows, bool)))
     split_seen = False
     for index, (stage, schema, store) in enumerate(zip(stages, schemas, stores)):
         if stage.barrier:  # its decisions need every clip: what follows is known once it has run
@@ -380,12 +380,17 @@ def make_plan(stages: list[Stage], schemas: list[dict], videos: pa.Table, stores
             plan.steps += [Step(stage=s.name, unit="clips", reused=0, run=0, maybe=waiting) for s in stages[index:]]
             break
         mask = todo_mask(stage, table)
+        # the rows a finished video's stage processed: the run then counts them into the completion index
+        seen = pc.and_(mask, pc.invert(table.column(PENDING))).cast(pa.int8())
+        name = SEEN_PREFIX + stage.name
+        table = table.set_column(table.schema.get_field_index(name), name, seen) if name in table.column_names \
+            else table.append_column(name, seen)
         todo, rest = table.filter(mask), table.filter(pc.invert(mask))
         waiting = todo.filter(todo.column(PENDING))
         fresh = todo.filter(pc.invert(todo.column(PENDING)))
         hits, misses = store.split(fresh) if store is not None else (fresh.slice(0, 0), fresh)
         misses = misses.set_column(misses.schema.get_field_index(PENDING), PENDING,
-                                   pa.array([True] * misses.num_rows))
+                                   pa.array(np.ones(misses.num_rows, bool)))
         unsplit = 0
         if split_seen and not stage.fan_out and "clip_id" in rest.column_names:
             unsplit = int(pc.sum(pc.and_(rest.column(PENDING), pc.is_null(rest.column("clip_id")))

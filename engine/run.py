@@ -22,7 +22,7 @@ from importlib import metadata
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine import generation
+from engine import completion, generation
 from engine.barrier import run_segments
 from engine.content import ContentIds
 from engine.generation import RUN_FILE
@@ -88,8 +88,11 @@ def ingest(uris: list[str], ids: ContentIds, threads: int = 16) -> pa.Table:
             cause = (str(exc).splitlines()[0] or "unreadable") if isinstance(exc, InputError) else describe(exc)
             return {"uri": uri, "video_id": vid, "bytes": None, **error_fields("ingest", uri, cause)}
 
+    # chunks of inputs per task: a cached identity costs microseconds, a thread pool's submit about a hundred
+    chunk = max(1, min(256, len(uris) // (threads * 4)))
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        rows = list(pool.map(one, uris))
+        chunks = pool.map(lambda start: [one(u) for u in uris[start:start + chunk]], range(0, len(uris), chunk))
+        rows = [row for part in chunks for row in part]
     return pa.Table.from_pylist(mark_duplicates(rows), schema=pa.schema(BASE_COLUMNS))
 
 
@@ -106,7 +109,7 @@ def versions() -> dict[str, str]:
 def input_changes(manifest: Manifest, videos: pa.Table) -> dict[str, list[str]]:
     """Inputs added, removed or replaced (same URI, other content) since the current generation."""
     try:
-        previous = manifest.read("videos").select(["uri", "video_id"])
+        previous = manifest.read("videos", columns=["uri", "video_id"])
     except (FileNotFoundError, OSError, KeyError, ValueError, pa.ArrowInvalid):
         return {}
     def last_per_uri(table: pa.Table) -> pa.Table:  # an input list may name a URI twice: its last row counts
@@ -149,11 +152,15 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
     fingerprints = stage_fingerprints(stages)
     schemas = [pipeline.schema_after(i) for i in range(len(stages))]
     run_id = uuid.uuid4().hex[:12]
+    partitions = partitions or partition_count(videos.num_rows)
+    known, planned = completion.Known(), videos
+    if dry_run and first_fresh == len(stages):  # a check only: the completion index answers for unchanged videos
+        known, planned = completion.read(output, stages, fingerprints, videos, partitions)
     # the stores the plan reads are the ones this process's stages then use (one copy of each in memory)
-    stores = [None if i >= first_fresh else open_store(output, run_id, s, fp, schema)
+    stores = [None if i >= first_fresh or not planned.num_rows else open_store(output, run_id, s, fp, schema)
               for i, (s, fp, schema) in enumerate(zip(stages, fingerprints, schemas))]
-    plan = make_plan(stages, schemas, videos, stores)
-    del stores
+    plan = known.add_to(make_plan(stages, schemas, planned, stores))
+    del stores, planned
     changes = input_changes(manifest, videos)
     if on_plan is not None:
         on_plan(plan)
@@ -166,6 +173,7 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
         meter.clear()
         meter.expect(names)
     marker = generation.begin(output, run_id)
+    completion.clear(output)  # written again once this run has committed
     ids.save()
     discard_spools(output)  # rows of a run that was killed: its results store has what it finished
     # Results of other fingerprints describe files the current stages rewrite in place: drop them.
@@ -186,7 +194,8 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
     split_at = pipeline.fan_out_index
     video_stages = tuple(s.name for s in stages[:split_at]) if split_at is not None else ()
 
-    spool = Spool(output, run_id, partitions or partition_count(videos.num_rows))
+    spool = Spool(output, run_id, partitions)
+    recorder = completion.CompletionRecorder(stages, fingerprints, partitions)
     # Without a barrier, finished rows stream into the spool; a barrier needs every clip on the driver first.
     streaming = not any(s.barrier for s in stages)
 
@@ -207,7 +216,8 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
     gpu = GpuSampler()  # NVML on this machine; nothing where there is none
     gpu.start()
     try:
-        table, barrier_seconds = run_segments(pipeline, first_segment, ctx, executor, clips_after)
+        table, barrier_seconds = run_segments(pipeline, first_segment, ctx, executor, clips_after,
+                                              recorder.before_barrier)
         if not streaming:
             spool.add(table)
         del table
@@ -220,7 +230,8 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
 
     generation.set_phase(output, marker, generation.COMMITTING)
     video_table, clips, bounds, stage_seconds, stage_rows = manifest.compact_partitions(
-        (spool.read(k) for k in range(spool.partitions)), schemas[-1], pipeline.video_columns(), video_stages)
+        (spool.read(k) for k in range(spool.partitions)), schemas[-1], pipeline.video_columns(), video_stages,
+        recorder.partition)
     spool.discard()
     missing = videos.filter(pc.invert(pc.is_in(videos.column("video_id"), value_set=video_table.column("video_id"))))
     if missing.num_rows:
@@ -247,6 +258,7 @@ def run_pipeline(pipeline: Pipeline, inputs: str, output: str, executor, on_erro
             if what and stage in metrics["stages"]:
                 metrics["stages"][stage]["finalize_s"] = round(seconds, 4)
     _write_run_file(manifest, pipeline, fingerprints, inputs, executor, summary, started, marker, metrics)
+    recorder.write(output)
     generation.finish(output)
     for stage, fp, schema in zip(stages, fingerprints, schemas):  # many small parts into few, one store at a time
         ResultStore(output, stage, fp, schema).consolidate()

@@ -50,6 +50,9 @@ ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.E
 CLIPS_IN_VIDEO = "clips_in_video"
 TIMING_PREFIX = "_sec_"
 RAN_PREFIX = "_ran_"  # 1 on rows the stage computed in this run, 0 on rows completed from stored results
+# 1 on rows the stage processed (computed or completed from stored results), 0 on rows it skipped: what the next
+# run's plan will find stored, counted per partition into the completion index (engine.completion)
+SEEN_PREFIX = "_seen_"
 TOKENS_PREFIX = "_tokens_"  # tokens a generating stage produced per row (with_tokens); summed by engine.metrics
 
 
@@ -300,8 +303,9 @@ def run_stage(stage: Stage, batch: pa.Table, ctx: RunContext, schema: dict[str, 
     if store is not None:
         store.write(out)
     per_row = seconds / out.num_rows if out.num_rows else 0.0
-    pieces = [_add_timing(out, stage.name, per_row, 1)]
-    pieces += [_add_timing(conform(t, schema), stage.name, 0.0, 0) for t in (reused, rest) if t.num_rows]
+    pieces = [_add_timing(out, stage.name, per_row, 1, 1)]
+    pieces += [_add_timing(conform(t, schema), stage.name, 0.0, 0, seen) for t, seen in ((reused, 1), (rest, 0))
+               if t.num_rows]
     return pa.concat_tables(pieces, promote_options="permissive") if len(pieces) > 1 else pieces[0]
 
 
@@ -317,10 +321,11 @@ def teardown_if_set_up(stage: Stage, ctx: RunContext) -> None:
         stage.teardown()
 
 
-def _add_timing(table: pa.Table, stage: str, per_row: float, ran: int) -> pa.Table:
-    """Add this stage's seconds per row and whether it computed the row; a stage used twice (two filters) adds
-    to its own columns."""
-    for name, value, dtype in ((TIMING_PREFIX + stage, per_row, pa.float64()), (RAN_PREFIX + stage, ran, pa.int32())):
+def _add_timing(table: pa.Table, stage: str, per_row: float, ran: int, seen: int) -> pa.Table:
+    """Add this stage's seconds per row, whether it computed the row and whether it processed it; a stage used
+    twice (two filters) adds to its own columns."""
+    for name, value, dtype in ((TIMING_PREFIX + stage, per_row, pa.float64()), (RAN_PREFIX + stage, ran, pa.int32()),
+                               (SEEN_PREFIX + stage, seen, pa.int8())):
         column = pa.array([value] * table.num_rows, dtype)
         if name in table.column_names:
             index = table.schema.get_field_index(name)

@@ -165,6 +165,34 @@ def test_dry_run_prints_the_plan_and_writes_nothing_force_and_from_recompute(bas
     assert main(["run", str(changed), "--input", str(inputs), "--output", str(out), "--from", "nosuch"]) == 2
 
 
+def test_the_completion_index_gives_the_plan_the_stored_results_give(base_run, tmp_path, capsys, monkeypatch):
+    """The real stages over the demo, one input broken: the check from the index prints the plan the walk over
+    every stored result prints, and reads none of them."""
+    inputs, base, root = base_run
+    folder = tmp_path / "in"
+    shutil.copytree(inputs, folder)
+    (folder / "broken.mp4").write_bytes(b"not a video")
+    out = tmp_path / "out"
+    run(root / "base.yaml", folder, out)
+    from engine import completion
+    from engine.results import ResultStore
+
+    def plan() -> str:
+        capsys.readouterr()
+        assert main(["run", str(root / "base.yaml"), "--input", str(folder), "--output", str(out), "--dry-run",
+                     "--no-progress"]) == 0
+        return capsys.readouterr().err
+
+    loads = []
+    original = ResultStore.load
+    monkeypatch.setattr(ResultStore, "load", lambda self: loads.append(self) or original(self))
+    from_index = plan()
+    assert not loads
+    (out / completion.INDEX).unlink()
+    assert plan() == from_index and loads
+    assert "probe          reuses all 4 videos" in from_index and "score          reuses all 7 clips" in from_index
+
+
 def test_input_changes_are_detected_handled_and_reported(base_run, tmp_path):
     inputs, base, root = base_run
     names = sorted(p.name for p in inputs.glob("*.mp4"))
